@@ -1,0 +1,53 @@
+# Every target documents itself with '## ...'; `make` alone lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STUDY ?= studies/diabetes-reference.yaml
+ARGS ?=
+
+.PHONY: help tune test lint bench lr-find report dashboard mlflow-ui lock clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+tune: $(STAMP) ## Run the study in STUDY (default studies/diabetes-reference.yaml); ARGS="--trials 20" etc.
+	$(PY) -m pipeline tune $(STUDY) $(ARGS)
+
+test: $(STAMP) ## Run the test suite
+	$(PY) -m pytest -q $(ARGS)
+
+lint: $(STAMP) ## Check style with ruff
+	$(VENV)/bin/ruff check pipeline tests
+	$(VENV)/bin/ruff format --check pipeline tests
+
+bench: $(STAMP) ## Benchmark the training core and the tuning pipeline (prints ratios and the machine)
+	$(PY) -m pipeline.bench $(ARGS)
+
+lr-find: $(STAMP) ## Learning-rate range test on STUDY (Smith 2015): plot + suggested search range
+	$(PY) -m pipeline lr-find $(STUDY) $(ARGS)
+
+report: $(STAMP) ## Write the plots of STUDY under reports/ and log them to MLflow
+	$(PY) -m pipeline report $(STUDY) $(ARGS)
+
+dashboard: $(STAMP) ## Browse Optuna studies (learning curves, pruned trials) at http://127.0.0.1:8080
+	$(VENV)/bin/optuna-dashboard studies/optuna.journal --host 127.0.0.1 --port 8080 --artifact-dir studies/artifacts
+
+mlflow-ui: $(STAMP) ## Compare trials' curves and parameters at http://127.0.0.1:5000
+	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
+	  --default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port 5000
+
+lock: $(STAMP) ## Re-pin constraints.txt from the current virtual environment
+	{ echo '# Exact versions of every installed package (pip freeze). Ranges live in pyproject.toml.'; \
+	  echo '# Regenerate: make lock'; $(PY) -m pip freeze --exclude-editable; } > constraints.txt
+
+clean: ## Remove the virtual environment and caches (keeps studies and mlruns)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

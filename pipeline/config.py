@@ -1,0 +1,24 @@
+"""Paths and defaults in one place. Everything is relative to the repository root, not the current directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES_DIR = ROOT / "studies"
+MLRUNS_DIR = ROOT / "mlruns"
+REPORTS_DIR = ROOT / "reports"
+DEFAULT_STUDY = STUDIES_DIR / "diabetes-reference.yaml"
+# One journal file for every study: optuna-dashboard opens it as is, several processes on one machine may share it.
+DEFAULT_STORAGE = str(STUDIES_DIR / "optuna.journal")
+OPTUNA_ARTIFACTS_DIR = STUDIES_DIR / "artifacts"
+
+
+def default_tracking_uri() -> str:
+    """MLflow's store: a sqlite database inside mlruns/ (not the deprecated file store); $MLFLOW_TRACKING_URI wins."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{MLRUNS_DIR / 'mlflow.db'}"
+
+
+def default_artifact_root() -> Path:
+    return MLRUNS_DIR / "artifacts"
