@@ -1,0 +1,622 @@
+"""Datasets as train/validation arrays: scikit-learn's bundled sets, synthetic generators, the sources' tiny
+examples and CSV files.
+
+Every dataset goes through the same three steps:
+
+1. raw arrays (X float64 (n, d), a raw target) from a loader; CSV values are checked for non-numeric,
+   NaN and inf cells here, with the file, column and row in the message;
+2. the target resolved for a task: ``regression`` keeps float values; ``binary`` / ``multiclass`` encode
+   the sorted distinct labels as 0..k-1 (int64);
+3. a deterministic split from ``seed`` (stratified for classification), then standardisation fitted on the
+   training rows only, so nothing about the validation rows leaks into training:
+
+       x' = (x - mean_train) / std_train        (population std, ddof=0, per feature column)
+
+   A column that is constant on the training rows (max == min, e.g. the blank border pixels of ``digits``)
+   gets std_train := 1, so it is only centred: exactly 0 on the training rows, and the validation rows keep
+   their offset from the training constant. Nothing is divided by zero and no column is dropped, so feature
+   indices stay those of the source. The regression target is standardised the same way
+   (``standardize_target``); a model's MSE in the original units is then ``mse * target_scale ** 2``.
+
+No I/O beyond reading the CSV (scikit-learn's bundled loaders read files shipped with the package; nothing is
+downloaded), no printing, no global random state.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import datasets as skdatasets
+from sklearn.model_selection import train_test_split
+
+from pipeline.errors import DataError
+
+TASKS: tuple[str, ...] = ("regression", "binary", "multiclass")
+
+# CSV task inference: an integer-valued numeric target with at most this many distinct values is read as class
+# labels, with more as a quantity (a 0..10 rating is classes, a price in whole euros is a regression target).
+MAX_INFERRED_CLASSES = 20
+
+
+@dataclass(
+    frozen=True, eq=False
+)  # eq=False: field-wise == on ndarrays is ambiguous; identity is what is meant
+class Dataset:
+    """A split, standardised dataset ready for the models.
+
+    X arrays are float64, C-contiguous, shape (n, d), read-only (one Dataset may be shared by many trials).
+    y is float64 for regression and int64 in 0..n_classes-1 for classification.
+    ``X_val``/``y_val`` have 0 rows when ``val_fraction`` was 0.
+
+    ``classes`` holds the original label of each encoded class (``classes[k]`` was encoded as ``k``);
+    empty for regression. ``feature_mean``/``feature_scale`` and ``target_mean``/``target_scale`` are the
+    statistics that were applied (0 and 1 when not standardised):
+    ``x_raw = x * feature_scale + feature_mean``.
+    """
+
+    name: str
+    task: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    n_classes: int
+    feature_names: tuple[str, ...]
+    target_name: str
+    source: str
+    classes: tuple = ()
+    feature_mean: np.ndarray | None = None
+    feature_scale: np.ndarray | None = None
+    target_mean: float = 0.0
+    target_scale: float = 1.0
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def n_train(self) -> int:
+        return self.X_train.shape[0]
+
+    @property
+    def n_val(self) -> int:
+        return self.X_val.shape[0]
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """What a loader returns: unsplit, unscaled arrays and what is known about them."""
+
+    X: np.ndarray
+    y: np.ndarray  # raw target: floats, or labels of any kind
+    feature_names: tuple[str, ...]
+    target_name: str
+    source: str
+    task: str | None  # the dataset's own task; None = infer from the values (CSV)
+    label_names: tuple | None = None  # names of integer labels 0..k-1 (sklearn's target_names)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parameter validation (sklearn-style messages)
+
+
+def _bad(param: str, owner: str, expected: str, value: Any) -> DataError:
+    return DataError(f"The '{param}' parameter of {owner} must be {expected}. Got {value!r} instead.")
+
+
+def _check_int(param: str, owner: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise _bad(param, owner, f"an int >= {low}", value)
+    return int(value)
+
+
+def _check_float(
+    param: str, owner: str, value: Any, low: float | None = None, high: float | None = None
+) -> float:
+    """A finite real number in [low, high) (either bound optional)."""
+    expected = "a finite float"
+    if low is not None and high is not None:
+        expected = f"a float in [{low}, {high})"
+    elif low is not None:
+        expected = f"a float >= {low}"
+    ok = not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
+    ok = ok and math.isfinite(value)
+    ok = ok and (low is None or value >= low) and (high is None or value < high)
+    if not ok:
+        raise _bad(param, owner, expected, value)
+    return float(value)
+
+
+def _check_flag(param: str, value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool | np.bool_):
+        raise _bad(param, "load_dataset", "a bool or None", value)
+    return None if value is None else bool(value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loaders
+
+
+@functools.cache
+def _bundled_arrays(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple | None]:
+    """Arrays of one of scikit-learn's bundled datasets (shipped with the package), read once per process."""
+    loader = getattr(skdatasets, f"load_{name}")
+    bunch = loader()
+    X = np.ascontiguousarray(bunch.data, dtype=np.float64)
+    y = np.asarray(bunch.target)
+    X.flags.writeable = False  # the cache hands out the same arrays every time
+    y.flags.writeable = False
+    names = getattr(bunch, "target_names", None)
+    label_names = None if names is None else tuple(str(n) for n in names)
+    return X, y, tuple(str(f) for f in bunch.feature_names), label_names
+
+
+# dataset -> (task, target name); target names are what the scikit-learn docs say the target measures
+_BUNDLED: dict[str, tuple[str, str]] = {
+    "diabetes": ("regression", "disease_progression"),
+    "breast_cancer": ("binary", "diagnosis"),
+    "wine": ("multiclass", "cultivar"),
+    "digits": ("multiclass", "digit"),
+    "iris": ("multiclass", "species"),
+}
+
+
+def _load_bundled(name: str) -> _Raw:
+    X, y, feature_names, label_names = _bundled_arrays(name)
+    task, target_name = _BUNDLED[name]
+    if name == "digits":
+        label_names = None  # digits' target_names are the digits themselves: keep them as ints
+    return _Raw(X, y, feature_names, target_name, f"sklearn:{name}", task, label_names)
+
+
+def _columns(d: int) -> tuple[str, ...]:
+    return tuple(f"x{j}" for j in range(d))
+
+
+def _make_regression(
+    seed: int, n_samples: int, n_features: int, n_informative: int | None, noise: float, bias: float
+):
+    if n_informative is None:
+        n_informative = n_features
+    elif n_informative > n_features:
+        # make_regression would silently clamp it
+        raise _bad(
+            "n_informative", "dataset 'regression'", f"an int in [1, n_features={n_features}]", n_informative
+        )
+    X, y = skdatasets.make_regression(
+        n_samples=n_samples,
+        n_features=n_features,
+        n_informative=n_informative,
+        noise=noise,
+        bias=bias,
+        random_state=seed,
+    )
+    return _Raw(X, y, _columns(n_features), "y", "sklearn:make_regression", "regression")
+
+
+def _make_moons(seed: int, n_samples: int, noise: float):
+    X, y = skdatasets.make_moons(n_samples=n_samples, noise=noise, random_state=seed)
+    return _Raw(X, y, _columns(2), "y", "sklearn:make_moons", "binary")
+
+
+def _make_circles(seed: int, n_samples: int, noise: float, factor: float):
+    X, y = skdatasets.make_circles(n_samples=n_samples, noise=noise, factor=factor, random_state=seed)
+    return _Raw(X, y, _columns(2), "y", "sklearn:make_circles", "binary")
+
+
+def _make_line(seed: int, n_samples: int, noise: float):
+    """The sources' straight line: y = 2 x + 1 + e, x ~ U(0, 2), e ~ N(0, noise^2)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 2.0, size=n_samples)
+    y = 2.0 * x + 1.0 + rng.normal(0.0, noise, size=n_samples)
+    return _Raw(x.reshape(-1, 1), y, ("x",), "y", "synthetic:line", "regression")
+
+
+def _numeric_example(seed: int):
+    """The sources' worked example: x = 1, 2, 3, 4 and y = 3 x (no noise)."""
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    return _Raw(x.reshape(-1, 1), 3.0 * x, ("x",), "y", "example:numeric_example", "regression")
+
+
+def _single_sample(seed: int):
+    """The sources' single-sample example: one row x = (28.1, 58.0) with target 165."""
+    X = np.array([[28.1, 58.0]])
+    return _Raw(X, np.array([165.0]), ("x1", "x2"), "y", "example:single_sample", "regression")
+
+
+@dataclass(frozen=True)
+class _Generator:
+    make: Callable[..., _Raw]
+    defaults: dict[str, Any]
+    checks: dict[str, Callable[[str, str, Any], Any]]
+    raw_by_default: bool = False  # the sources' examples: no split/standardisation unless asked
+
+
+def _positive_int(param, owner, value):
+    return _check_int(param, owner, value, 1)
+
+
+def _non_negative(param, owner, value):
+    return _check_float(param, owner, value, low=0.0)
+
+
+def _optional_positive_int(param, owner, value):
+    return None if value is None else _check_int(param, owner, value, 1)
+
+
+_GENERATORS: dict[str, _Generator] = {
+    "regression": _Generator(
+        _make_regression,
+        {"n_samples": 200, "n_features": 10, "n_informative": None, "noise": 10.0, "bias": 0.0},
+        {
+            "n_samples": _positive_int,
+            "n_features": _positive_int,
+            "n_informative": _optional_positive_int,
+            "noise": _non_negative,
+            "bias": _check_float,
+        },
+    ),
+    "moons": _Generator(
+        _make_moons, {"n_samples": 200, "noise": 0.2}, {"n_samples": _positive_int, "noise": _non_negative}
+    ),
+    "circles": _Generator(
+        _make_circles,
+        {"n_samples": 200, "noise": 0.1, "factor": 0.5},
+        {
+            "n_samples": _positive_int,
+            "noise": _non_negative,
+            "factor": lambda p, o, v: _check_float(p, o, v, low=0.0, high=1.0),
+        },
+    ),
+    "line": _Generator(
+        _make_line,
+        {"n_samples": 100, "noise": 0.5},
+        {"n_samples": _positive_int, "noise": _non_negative},
+        True,
+    ),
+    "numeric_example": _Generator(_numeric_example, {}, {}, True),
+    "single_sample": _Generator(_single_sample, {}, {}, True),
+}
+
+DATASETS: tuple[str, ...] = (*_BUNDLED, *_GENERATORS, "csv")
+
+# Generator parameters each dataset accepts as **generator_params (empty: none).
+DATASET_PARAMS: dict[str, tuple[str, ...]] = {
+    name: tuple(_GENERATORS[name].defaults) if name in _GENERATORS else () for name in DATASETS
+}
+
+
+def _load_csv(path: str | os.PathLike, target: str) -> _Raw:
+    where = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{where}: file not found.")
+    if not p.is_file():
+        raise DataError(f"{where}: is not a file.")
+    try:
+        df = pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{where}: the file is empty (no header, no rows).") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise DataError(f"{where}: cannot be read as CSV: {exc}") from None
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    if target not in columns:
+        raise DataError(
+            f"{where}: no target column {target!r}. Available columns: {', '.join(map(repr, columns))}."
+        )
+    features = [c for c in columns if c != target]
+    if not features:
+        raise DataError(f"{where}: no feature columns besides the target column {target!r}.")
+    if len(df) == 0:
+        raise DataError(f"{where}: empty set: the file has a header but no data rows.")
+
+    X = np.empty((len(df), len(features)), dtype=np.float64)
+    for j, col in enumerate(features):
+        X[:, j] = _numeric_column(df[col], where, col, "feature")
+    return _Raw(X, df[target].to_numpy(), tuple(features), target, where, None)
+
+
+def _numeric_column(s: pd.Series, where: str, col: str, role: str) -> np.ndarray:
+    """A column as float64, or a DataError naming the column, the first bad row and its value."""
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    converted = pd.to_numeric(s, errors="coerce")
+    bad = np.flatnonzero(converted.isna().to_numpy() & s.notna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{where}: column {col!r}: non-numeric value {s.iloc[i]!r} at row {i} (0-based data row, "
+            f"header not counted); {role} values must be numbers ({bad.size} bad value(s) in this column)."
+        )
+    return converted.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _check_finite(X: np.ndarray, raw: _Raw) -> None:
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        kind = "missing value or NaN" if np.isnan(X[i, j]) else f"infinite value {X[i, j]}"
+        raise DataError(
+            f"{raw.source}: column {raw.feature_names[j]!r}: {kind} at row {i} (0-based data row); "
+            f"{int(bad.sum())} non-finite value(s) in the features."
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Target -> task
+
+
+def _resolve_target(raw: _Raw, task: str | None) -> tuple[str, np.ndarray, tuple]:
+    """(task, encoded y, class labels) for the requested task, else the dataset's own, else inferred."""
+    where, col = raw.source, raw.target_name
+    y = raw.y
+    missing = pd.isna(y)
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise DataError(f"{where}: column {col!r}: missing target value at row {i} (0-based data row).")
+    numeric = y.dtype.kind in "iuf"
+    if numeric and not np.isfinite(y).all():
+        i = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise DataError(
+            f"{where}: column {col!r}: infinite target value {y[i]} at row {i} (0-based data row)."
+        )
+
+    task = task or raw.task
+    if task == "regression":
+        values = _numeric_column(pd.Series(y), where, col, "target") if not numeric else y.astype(np.float64)
+        return "regression", values, ()
+
+    labels, codes = np.unique(y if y.dtype.kind in "biuf" else y.astype(str), return_inverse=True)
+    k = len(labels)
+    if task is None:  # infer (CSV)
+        integral = numeric and bool(np.all(np.mod(y, 1) == 0))
+        if k == 2 or (k > 2 and not numeric):
+            task = "binary" if k == 2 else "multiclass"
+        elif k > 2 and integral and k <= MAX_INFERRED_CLASSES:
+            task = "multiclass"
+        elif k > 2:
+            task = "regression"
+            return task, y.astype(np.float64), ()
+    if k < 2:
+        value = labels.tolist()[0] if k else None
+        raise DataError(
+            f"{where}: column {col!r}: a single class ({value!r}) in all {len(y)} rows; classification "
+            "needs at least 2 classes."
+        )
+    if task == "binary" and k != 2:
+        raise DataError(
+            f"{where}: column {col!r}: task 'binary' needs exactly 2 classes, found {k}: "
+            f"{_preview(labels)}. Use task='multiclass'."
+        )
+    classes = tuple(labels.tolist())
+    if raw.label_names is not None:
+        classes = tuple(raw.label_names[int(c)] for c in classes)
+    return task, codes.astype(np.int64).reshape(-1), classes
+
+
+def _preview(labels: np.ndarray, n: int = 10) -> str:
+    shown = ", ".join(repr(v) for v in labels[:n].tolist())
+    return f"[{shown}{', ...' if len(labels) > n else ''}]"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Split and standardisation
+
+
+def _n_val(n: int, val_fraction: float) -> int:
+    # ceil(val_fraction * n) like train_test_split, rounded first: 0.3 * 10 = 3.0000000000000004 gives 3
+    return math.ceil(round(val_fraction * n, 9))
+
+
+def _split(
+    raw: _Raw, codes: np.ndarray | None, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    n = raw.X.shape[0]
+    if n == 0:
+        raise DataError(f"{raw.source}: empty set: no rows.")
+    if val_fraction == 0:
+        return np.arange(n), np.arange(0)
+    n_val = _n_val(n, val_fraction)
+    n_train = n - n_val
+    what = f"{raw.source}: too few rows for val_fraction={val_fraction}: {n} row(s) give"
+    if n_train < 1:
+        raise DataError(
+            f"{what} {n_train} training and {n_val} validation row(s); each part needs at least one."
+        )
+    if codes is not None:
+        counts = np.bincount(codes)
+        k = len(counts)
+        if n_train < k or n_val < k:
+            raise DataError(
+                f"{what} {n_train} training and {n_val} validation row(s); a stratified split of column "
+                f"{raw.target_name!r} needs at least {k} (one per class) in each part."
+            )
+        rare = int(np.argmin(counts))
+        if counts[rare] < 2:
+            raise DataError(
+                f"{raw.source}: column {raw.target_name!r}: class {rare} has only {counts[rare]} row; a "
+                "stratified split needs at least 2 rows per class (or use val_fraction=0)."
+            )
+    train_idx, val_idx = train_test_split(
+        np.arange(n), test_size=n_val, train_size=n_train, random_state=seed, shuffle=True, stratify=codes
+    )
+    return train_idx, val_idx
+
+
+def _fit_scale(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and population stds of A (n >= 1, d); constant columns get std 1 (module docstring)."""
+    mean = A.mean(axis=0)
+    scale = A.std(axis=0)
+    # max == min is exact, unlike std == 0: a constant 0.1 column has a rounding-error std ~1e-17, and
+    # dividing by it would blow that rounding error up to O(1) values
+    constant = np.ptp(A, axis=0) == 0
+    mean[constant] = A[0, constant]
+    scale[constant] = 1.0
+    return mean, scale
+
+
+def _readonly(a: np.ndarray, dtype) -> np.ndarray:
+    a = np.array(a, dtype=dtype, order="C", copy=True)
+    a.flags.writeable = False
+    return a
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public entry point
+
+
+def load_dataset(
+    name: str,
+    *,
+    path: str | os.PathLike | None = None,
+    target: str | None = None,
+    task: str | None = None,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    standardize: bool | None = None,
+    standardize_target: bool | None = None,
+    **generator_params: Any,
+) -> Dataset:
+    """Load, split and standardise a dataset.
+
+    Args:
+        name: one of ``DATASETS``: scikit-learn's bundled ``diabetes, breast_cancer, wine, digits, iris``;
+            synthetic ``regression`` (make_regression), ``moons``, ``circles``, ``line``
+            (y = 2x + 1 + N(0, noise^2), x ~ U(0, 2)); the sources' examples ``numeric_example``
+            (x = 1..4, y = 3x) and ``single_sample`` (x = (28.1, 58.0), y = 165); ``csv`` (needs ``path``
+            and ``target``).
+        path, target: the CSV file and the name of its target column (``csv`` only). The other columns are the
+            features and must all be numeric.
+        task: ``regression | binary | multiclass``; default the dataset's own task, inferred for CSV:
+            2 distinct values -> binary; non-numeric labels -> multiclass; integer-valued numbers with at most
+            ``MAX_INFERRED_CLASSES`` distinct values -> multiclass; other numbers -> regression.
+        val_fraction: share of rows held out for validation, in [0, 1): ``ceil(val_fraction * n)`` rows.
+            Default 0.2, and 0 for the sources' ``numeric_example`` / ``single_sample`` (which are not split).
+        seed: seeds the synthetic generators and the split (two independent streams from one SeedSequence).
+        standardize: standardise the features on the training rows. Default True, except for the sources'
+            examples (``line``, ``numeric_example``, ``single_sample``), whose coefficients keep their
+            meaning.
+        standardize_target: standardise a regression target on the training rows. Default: as ``standardize``.
+            Only for regression.
+        **generator_params: synthetic datasets' parameters (``DATASET_PARAMS[name]``), e.g. ``n_samples``,
+            ``noise``, ``n_features``, ``factor``.
+
+    Raises:
+        DataError: unknown name or parameter, invalid value, missing/unreadable file, unknown target column,
+            non-numeric / NaN / inf values, empty set, a single class, too few rows for the split. The message
+            names the file (or source) and the column.
+    """
+    if not isinstance(name, str) or name not in DATASETS:
+        close = difflib.get_close_matches(str(name), DATASETS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"Unknown dataset {name!r}.{hint} Valid names: {', '.join(DATASETS)}.")
+    owner = f"dataset {name!r}"
+    if task is not None and task not in TASKS:
+        raise _bad("task", owner, f"one of {', '.join(TASKS)} or None", task)
+    if val_fraction is not None:
+        val_fraction = _check_float("val_fraction", owner, val_fraction, low=0.0, high=1.0)
+    seed = _check_int("seed", owner, seed, 0)
+    standardize = _check_flag("standardize", standardize)
+    standardize_target = _check_flag("standardize_target", standardize_target)
+
+    if name == "csv":
+        if path is None or target is None:
+            raise DataError(
+                f"Dataset 'csv' needs both path and target (the target column). Got path={path!r}, "
+                f"target={target!r}."
+            )
+        if not isinstance(path, str | os.PathLike):
+            raise _bad("path", owner, "a str or path", path)
+        if not isinstance(target, str):
+            raise _bad("target", owner, "a str (a column name)", target)
+        if generator_params:
+            raise DataError(
+                f"Dataset 'csv' takes no generator parameters. Got {sorted(generator_params)} instead."
+            )
+    elif path is not None or target is not None:
+        raise DataError(
+            f"path and target apply only to dataset 'csv', not {name!r}. Got path={path!r}, "
+            f"target={target!r}."
+        )
+
+    gen_seed, split_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2))
+    raw_by_default = False
+    if name == "csv":
+        raw = _load_csv(path, target)
+    elif name in _BUNDLED:
+        if generator_params:
+            raise DataError(
+                f"Dataset {name!r} takes no generator parameters. Got {sorted(generator_params)} instead."
+            )
+        raw = _load_bundled(name)
+    else:
+        gen = _GENERATORS[name]
+        unknown = sorted(set(generator_params) - set(gen.defaults))
+        if unknown:
+            valid = ", ".join(gen.defaults) or "none"
+            raise DataError(
+                f"Unknown parameter {unknown[0]!r} for dataset {name!r}. Valid parameters: {valid}."
+            )
+        params = {**gen.defaults, **generator_params}
+        params = {k: gen.checks[k](k, owner, v) if k in generator_params else v for k, v in params.items()}
+        raw = gen.make(gen_seed, **params)
+        raw_by_default = gen.raw_by_default
+
+    _check_finite(raw.X, raw)
+    task, y, classes = _resolve_target(raw, task)
+    classification = task != "regression"
+
+    if val_fraction is None:
+        val_fraction = 0.0 if name in ("numeric_example", "single_sample") else 0.2
+    if standardize is None:
+        standardize = not raw_by_default
+    if standardize_target is None:
+        standardize_target = standardize and not classification
+    elif standardize_target and classification:
+        raise DataError(f"standardize_target=True applies only to regression; {owner} is {task}.")
+
+    train_idx, val_idx = _split(raw, y if classification else None, val_fraction, split_seed)
+    X_train, X_val = raw.X[train_idx], raw.X[val_idx]
+    y_train, y_val = y[train_idx], y[val_idx]
+
+    d = raw.X.shape[1]
+    x_mean, x_scale = np.zeros(d), np.ones(d)
+    if standardize:
+        x_mean, x_scale = _fit_scale(X_train)
+        X_train = (X_train - x_mean) / x_scale
+        X_val = (X_val - x_mean) / x_scale
+    y_mean, y_scale = 0.0, 1.0
+    if standardize_target:
+        m, s = _fit_scale(y_train.reshape(-1, 1))
+        y_mean, y_scale = float(m[0]), float(s[0])
+        y_train = (y_train - y_mean) / y_scale
+        y_val = (y_val - y_mean) / y_scale
+
+    y_dtype = np.int64 if classification else np.float64
+    return Dataset(
+        name=name,
+        task=task,
+        X_train=_readonly(X_train, np.float64),
+        y_train=_readonly(y_train, y_dtype),
+        X_val=_readonly(X_val, np.float64),
+        y_val=_readonly(y_val, y_dtype),
+        n_classes=len(classes) if classification else 0,
+        feature_names=raw.feature_names,
+        target_name=raw.target_name,
+        source=raw.source,
+        classes=classes,
+        feature_mean=_readonly(x_mean, np.float64),
+        feature_scale=_readonly(x_scale, np.float64),
+        target_mean=y_mean,
+        target_scale=y_scale,
+    )
