@@ -47,6 +47,9 @@ class TrainResult:
     reason: str
     diverged_epoch: int | None = None
     has_validation: bool = True
+    params_history: np.ndarray | None = (
+        None  # (epochs_run + 1, n_params) with trace_params: start, then each epoch
+    )
 
     @property
     def epochs_run(self) -> int:
@@ -93,6 +96,7 @@ def train(
     params: np.ndarray | None = None,
     divergence_factor: float = 10.0,
     hook: Hook | None = None,
+    trace_params: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``data.X_train`` with ``optimizer`` at ``lr = schedule(step)``, one step per update.
 
@@ -105,6 +109,8 @@ def train(
             diverged (> 1; ``math.inf`` disables the check; a non-finite loss always counts as divergence).
         hook: called after every epoch that did not diverge with an :class:`EpochRecord`; returning True stops
             training with status ``"stopped"``.
+        trace_params: keep a copy of the parameters at the start and after every epoch (for weight-trajectory
+            plots); off by default because it costs memory and time.
 
     The epoch's ``train_loss`` is the mean of its mini-batch losses, each measured before its update (full batch:
     the loss at the start of the epoch); ``val_loss`` and ``val_accuracy`` are measured after the epoch.
@@ -139,6 +145,7 @@ def train(
     step = 0
     status, reason, diverged_epoch = COMPLETED, f"completed {epochs} epochs", None
     epoch = -1
+    history = [params.copy()] if trace_params else None
 
     # Overflow to inf/NaN is the legitimate outcome of too large a learning rate: it is detected below and
     # reported as divergence, so NumPy's warnings about it would only be noise.
@@ -168,6 +175,8 @@ def train(
                     step += 1
                 epoch_loss = total / n if math.isfinite(total) else total
             train_curve[epoch] = epoch_loss
+            if history is not None:
+                history.append(params.copy())
 
             if not math.isfinite(epoch_loss):
                 status, reason = DIVERGED, f"non-finite training loss ({epoch_loss}) at epoch {epoch}"
@@ -215,4 +224,5 @@ def train(
         reason=reason,
         diverged_epoch=diverged_epoch,
         has_validation=has_val,
+        params_history=None if history is None else np.array(history),
     )

@@ -1,0 +1,133 @@
+"""Command line: ``python -m pipeline COMMAND STUDY [options]``.
+
+Thin on purpose: parse, call one function, print, exit with 0 (ok), 1 (nothing to report) or 2 (bad input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from pipeline import config
+from pipeline.errors import PipelineError
+
+OK, NOTHING, BAD_INPUT = 0, 1, 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1. Got {text!r} instead.") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1. Got {text!r} instead.")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0. Got {text!r} instead.") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0. Got {text!r} instead.")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("study", metavar="STUDY", help="a study file, e.g. studies/diabetes-reference.yaml")
+        p.add_argument("--storage", metavar="URL", help=f"Optuna storage (default: {config.DEFAULT_STORAGE})")
+        p.add_argument(
+            "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in mlruns/)"
+        )
+        return p
+
+    tune = command("tune", "run (or resume) the study: new trials add to the stored ones")
+    tune.add_argument(
+        "--trials", type=_positive_int, metavar="N", help="trials to run now (overrides budget)"
+    )
+    tune.add_argument(
+        "--timeout", type=_positive_float, metavar="S", help="stop starting trials after S seconds"
+    )
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    command("best", "print the best complete trial as JSON (exit 1 when there is none)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "tune":
+            return _tune(args)
+        if args.command == "best":
+            return _best(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    raise AssertionError(args.command)  # argparse only lets known commands through
+
+
+def _load(args, **overrides):
+    from pipeline.spec import load_study
+
+    return load_study(
+        Path(args.study), overrides={k: v for k, v in overrides.items() if v is not None} or None
+    )
+
+
+def _tune(args) -> int:
+    from pipeline.runner import run_study
+
+    spec = _load(args, trials=args.trials, timeout=args.timeout)
+    # A progress bar redrawn into a log file (CI, cron) is noise: only draw it on a terminal.
+    progress = not args.no_progress and sys.stderr.isatty()
+    summary = run_study(spec, storage=args.storage, tracking_uri=args.tracking_uri, progress=progress)
+    print(format_summary(summary))
+    return OK
+
+
+def _best(args) -> int:
+    from pipeline.runner import best_trial_info, load_existing_study
+
+    spec = _load(args)
+    info = best_trial_info(load_existing_study(spec, args.storage))
+    if info is None:
+        print(f"study {spec.name!r} has no complete trial yet", file=sys.stderr)
+        return NOTHING
+    print(json.dumps(info, indent=2))
+    return OK
+
+
+def format_summary(s) -> str:
+    c = s.counts
+    total = sum(c.values())
+    lines = [
+        "",
+        f"study {s.study_name}: {s.new_trials} new trial(s) in {s.elapsed:.1f} s, {total} in all",
+        f"  storage       {s.storage}",
+        f"  mlflow        {s.tracking_uri or '(tracking off)'}  experiment {s.study_name!r}",
+        f"  complete      {c['complete']}",
+        f"  pruned        {c['pruned_diverged']} diverged, {c['pruned_underperforming']} underperforming",
+        f"  failed        {c['failed']}" + (f"  (first error: {s.first_error})" if s.first_error else ""),
+    ]
+    if c["running"]:
+        lines.append(f"  running       {c['running']} (other workers, or left by an interrupted run)")
+    if s.best is None:
+        lines.append("  best          none: no trial completed")
+    else:
+        b = s.best
+        lines.append(f"  best          trial {b['trial']}: loss {b['value']:.6g}")
+        width = max(len(k) for k in b["params"]) if b["params"] else 0
+        for key, value in b["params"].items():
+            shown = f"{value:.4g}" if isinstance(value, float) else value
+            lines.append(f"    {key:<{width}}  {shown}")
+        lines.append(f"  mlflow run    {b['mlflow_run_id']}")
+    return "\n".join(lines)
