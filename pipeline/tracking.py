@@ -108,6 +108,9 @@ class Tracker:
             root.parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         artifact_location = (root / _slug(experiment)).as_uri() if root is not None else None
+        # MLflow 3's UI opens an experiment of unknown kind as a GenAI (traces) overview; this tag makes it open
+        # on "Training runs", where runs' curves overlay in charts and params line up for comparison.
+        tags = {"mlflow.experimentKind": "custom_model_development", **(tags or {})}
         self.experiment_id = self._get_or_create_experiment(artifact_location, _str_items(tags))
         self._pending: dict[str, dict[str, str]] = {}  # run_id -> params, until finish_trial
         self._lock = threading.Lock()
