@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     command("best", "print the best complete trial as JSON (exit 1 when there is none)")
+    command("lr-find", "LR range test (Smith 2015): divergence point, suggested rates and search range, plot")
+    report = command("report", "write the study's plots under reports/STUDY/ and log them to MLflow")
+    report.add_argument(
+        "--out", metavar="DIR", help="folder for the PNG files (default: reports/<study name>)"
+    )
     return parser
 
 
@@ -69,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             return _tune(args)
         if args.command == "best":
             return _best(args)
+        if args.command == "lr-find":
+            return _lr_find(args)
+        if args.command == "report":
+            return _report(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return BAD_INPUT
@@ -104,6 +113,57 @@ def _best(args) -> int:
         return NOTHING
     print(json.dumps(info, indent=2))
     return OK
+
+
+def _lr_find(args) -> int:
+    from pipeline.runner import lr_find_for
+
+    spec = _load(args)
+    report, path = lr_find_for(spec, storage=args.storage, tracking_uri=args.tracking_uri)
+    print(format_lr_find(spec.name, report, path))
+    return OK
+
+
+def _report(args) -> int:
+    from pipeline.runner import study_report
+
+    spec = _load(args)
+    paths = study_report(
+        spec,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        out_dir=Path(args.out) if args.out else None,
+    )
+    if not paths:
+        print(f"study {spec.name!r} has no finished trial to report on", file=sys.stderr)
+        return NOTHING
+    print(f"report of {spec.name}: {len(paths)} plot(s), logged to MLflow and attached to the Optuna study")
+    for path in paths:
+        print(f"  {path}")
+    return OK
+
+
+def format_lr_find(name: str, r, path) -> str:
+    s = r.suggestions
+    batch = "full batch" if r.batch_size is None else f"batch size {r.batch_size}"
+    lines = [
+        f"LR range test for {name} ({r.optimizer}, {batch}, {len(r.lrs)} steps from {r.lrs[0]:.3g} to {r.lrs[-1]:.3g})",
+        f"  stopped            {r.stop_reason}",
+        f"  divergence point   {r.diverged_lr:.4g}"
+        if r.diverged_lr is not None
+        else "  divergence point   none",
+    ]
+    if r.theory_lr is not None:
+        ratio = f" {r.diverged_lr / r.theory_lr:.2f}x" if r.diverged_lr is not None else ""
+        lines.append(f"  2/lambda_max       {r.theory_lr:.4g}  (least-squares theory; test/theory{ratio})")
+    lines += [
+        f"  steepest descent   {s.steepest:.4g}",
+        f"  minimum / 10       {s.min_over_10:.4g}",
+        f"  valley             {s.valley:.4g}",
+        f"  search range       [{s.low:.4g}, {s.high:.4g}]   (lr: auto searches this range)",
+        f"  plot               {path}",
+    ]
+    return "\n".join(lines)
 
 
 def format_summary(s) -> str:

@@ -124,3 +124,87 @@ def replay(spec: StudySpec, data: Dataset, trial_params: Mapping[str, object], *
     """(settings, TrainResult) of a trial recorded with ``trial_params``."""
     settings = spec.search.sample(ReplaySuggester(trial_params))
     return settings, run_settings(settings, spec, data, trace_params=trace_params)
+
+
+# ----------------------------------------------------------------------------------------------- LR range test
+
+
+@dataclass(frozen=True)
+class RangeTestReport:
+    """An LR range test run for a study: the curve, the suggestions and, for least squares, the theory."""
+
+    lrs: object
+    losses: object
+    smoothed: object
+    diverged_lr: float | None
+    stop_reason: str
+    suggestions: object  # pipeline.lrfind.Suggestions
+    theory_lr: float | None  # 2 / lambda_max for full-batch least squares, else None
+    optimizer: str
+    batch_size: int | None
+
+    def as_dict(self) -> dict:
+        s = self.suggestions
+        return {
+            "diverged_lr": self.diverged_lr,
+            "steepest": s.steepest,
+            "min_over_10": s.min_over_10,
+            "valley": s.valley,
+            "lr_at_min": s.lr_at_min,
+            "recommended_low": s.low,
+            "recommended_high": s.high,
+            "theory_2_over_lambda_max": self.theory_lr,
+            "optimizer": self.optimizer,
+            "batch_size": "full" if self.batch_size is None else self.batch_size,
+            "stop_reason": self.stop_reason,
+        }
+
+
+def run_range_test(spec: StudySpec, data: Dataset, auto=None) -> RangeTestReport:
+    """Smith's LR range test on the study's model and data (Smith 2015, §3.3).
+
+    The optimizer is the study's first optimizer choice with its fixed parameters (searched ones at their
+    defaults): an adaptive optimizer's good rates differ from SGD's by orders of magnitude, so the test must use
+    the optimizer the study tunes. The batch size is ``training.batch_size``. ``auto`` is the study's
+    ``lr: auto`` settings (``spec.LrAuto``); default: its defaults.
+    """
+    from pipeline import lrfind
+    from pipeline.models import LinearRegression
+    from pipeline.spec import Fixed, LrAuto
+
+    auto = auto or spec.search.lr_auto or LrAuto()
+    branch = spec.search.optimizers[0]
+    fixed = {k: p.value for k, p in branch.params.items() if isinstance(p, Fixed)}
+    optimizer = build_optimizer(branch.name, **fixed)
+    model = build_model_for(spec, data)
+    batch_size = spec.training.batch_size
+    kwargs = dict(batch_size=batch_size, seed=spec.seed, stop_factor=auto.stop_factor)
+    if auto.ramp == "segments":
+        ramp = lrfind.segments_ramp(auto.start_lr, auto.step_lr, auto.iterations_per_value, auto.end_lr)
+        result = lrfind.range_test(model, optimizer, data, ramp=ramp, **kwargs)
+    else:
+        result = lrfind.range_test(
+            model,
+            optimizer,
+            data,
+            start_lr=auto.start_lr,
+            end_lr=auto.end_lr,
+            steps=auto.steps,
+            mode=auto.ramp,
+            **kwargs,
+        )
+    theory = None
+    full_batch = batch_size is None or batch_size >= data.n_train
+    if isinstance(model, LinearRegression) and full_batch and branch.name == "sgd":
+        theory = lrfind.least_squares_bound(data.X_train)
+    return RangeTestReport(
+        lrs=result.lrs,
+        losses=result.losses,
+        smoothed=result.smoothed,
+        diverged_lr=result.diverged_lr,
+        stop_reason=result.stop_reason,
+        suggestions=lrfind.suggest(result),
+        theory_lr=theory,
+        optimizer=branch.name,
+        batch_size=batch_size,
+    )

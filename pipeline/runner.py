@@ -8,6 +8,7 @@ one batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -22,7 +23,7 @@ from optuna.trial import TrialState
 from pipeline import config
 from pipeline.data import Dataset
 from pipeline.errors import ConfigError
-from pipeline.experiment import TrialRecord, load_study_data, run_settings
+from pipeline.experiment import RangeTestReport, TrialRecord, load_study_data, run_range_test, run_settings
 from pipeline.spec import StudySpec
 from pipeline.training import DIVERGED, EpochRecord, TrainResult
 
@@ -299,6 +300,8 @@ def run_study(
         tracker = Tracker(spec.name, tracking_uri=tracking_uri, tags={"study_file": str(spec.path)})
         study.set_user_attr("mlflow_experiment", spec.name)
         study.set_user_attr("mlflow_tracking_uri", tracker.tracking_uri)
+    if spec.search.lr_auto is not None:
+        spec = resolve_auto_lr(spec, data, study, tracker)
     objective = Objective(spec, data, tracker, prune_underperforming=spec.pruner.name != "none")
     first_error: list[str] = []
 
@@ -333,6 +336,49 @@ def run_study(
     )
 
 
+def attach_artifact(study: optuna.Study, path: Path) -> None:
+    """Attach a file to the study in Optuna's artifact store (studies/artifacts), where optuna-dashboard
+    started with ``--artifact-dir studies/artifacts`` shows it."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    config.OPTUNA_ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(base_path=str(config.OPTUNA_ARTIFACTS_DIR))
+    upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+
+
+def lr_find(spec: StudySpec, study: optuna.Study, data: Dataset, tracker) -> tuple[RangeTestReport, Path]:
+    """Run the LR range test for the study, save its plot under reports/<study>/ and attach it to both stores."""
+    from pipeline.plots import plot_lr_range_test, save
+
+    report = run_range_test(spec, data)
+    found = report.as_dict()
+    out = config.REPORTS_DIR / spec.name / "lr-find.png"
+    save(plot_lr_range_test(report, title=f"LR range test: {spec.name} ({report.optimizer})"), out)
+    study.set_user_attr("lr_find", found)
+    attach_artifact(study, out)
+    if tracker is not None:
+        tracker.set_experiment_tags({f"lr_find.{k}": v for k, v in found.items() if v is not None})
+        tracker.log_artifact(out, artifact_path="lr-find")
+    return report, out
+
+
+def resolve_auto_lr(spec: StudySpec, data: Dataset, study: optuna.Study, tracker) -> StudySpec:
+    """``lr: auto``: search the range the LR range test recommends (recorded on the study and in MLflow).
+
+    A resumed study keeps the range it was first given, so that its trials stay comparable.
+    """
+    recorded = study.user_attrs.get("lr_range")
+    if recorded is None:
+        report, _ = lr_find(spec, study, data, tracker)
+        low, high = report.suggestions.low, report.suggestions.high
+        study.set_user_attr("lr_range", [low, high])
+        if tracker is not None:
+            tracker.set_experiment_tags({"lr_range.low": low, "lr_range.high": high})
+    else:
+        low, high = recorded
+    return dataclasses.replace(spec, search=spec.search.with_lr_range(low, high))
+
+
 def load_existing_study(spec: StudySpec, storage: str | None = None) -> optuna.Study:
     """Load a study that must already exist; ConfigError naming the study and the storage when it does not."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -364,3 +410,72 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
         )
         for t in study.get_trials(deepcopy=False)
     ]
+
+
+def spec_as_run(spec: StudySpec, study: optuna.Study) -> StudySpec:
+    """The spec with ``lr: auto`` replaced by the range the study actually searched (for replays)."""
+    if spec.search.lr_auto is None:
+        return spec
+    recorded = study.user_attrs.get("lr_range")
+    if recorded is None:
+        raise ConfigError(
+            f"study {spec.name!r} has lr: auto but no recorded lr_range; run `tune` (or `lr-find`) first.",
+            file=str(spec.path),
+            key="search.lr",
+        )
+    return dataclasses.replace(spec, search=spec.search.with_lr_range(*recorded))
+
+
+def param_importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances over complete trials; {} when they cannot be computed (too few trials,
+    a single distinct value, ...): a report without that picture beats no report."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}
+
+
+def study_report(
+    spec: StudySpec,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    out_dir: Path | None = None,
+) -> list[Path]:
+    """Write the study's plots under reports/<study>/, log them to MLflow and attach them to the Optuna study."""
+    from pipeline.report import write_report
+    from pipeline.tracking import Tracker
+
+    study = load_existing_study(spec, storage)
+    spec = spec_as_run(spec, study)
+    out_dir = out_dir or config.REPORTS_DIR / spec.name
+    paths = write_report(spec, trial_records(study), out_dir, importances=param_importances(study))
+    if not paths:
+        return []
+    with Tracker(spec.name, tracking_uri=tracking_uri) as tracker:
+        for path in paths:
+            tracker.log_artifact(path, artifact_path="report")
+    for path in paths:
+        attach_artifact(study, path)
+    return paths
+
+
+def lr_find_for(
+    spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None
+) -> tuple[RangeTestReport, Path]:
+    """``lr-find STUDY``: the range test on its own; the study is created (empty) when it does not exist yet,
+    so that the plot can be attached to it."""
+    from pipeline.tracking import Tracker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = load_study_data(spec)
+    study = optuna.create_study(
+        storage=open_storage(storage), study_name=spec.name, direction="minimize", load_if_exists=True
+    )
+    with Tracker(spec.name, tracking_uri=tracking_uri, tags={"study_file": str(spec.path)}) as tracker:
+        return lr_find(spec, study, data, tracker)

@@ -176,9 +176,21 @@ ERRORS = [
         NO_VALUE,
     ),
     (
+        {"search.lr": {"auto": {"ramp": "segments", "iterations_per_value": 5}}},
+        "search.lr.auto.step_lr",
+        r"is required when ramp is 'segments'\.",
+        NO_VALUE,
+    ),
+    (
+        {"search.lr": {"auto": {"stop_factor": 1}}},
+        "search.lr.auto.stop_factor",
+        r"must be a float > 1\.",
+        1,
+    ),
+    (
         {"search.lr": {"auto": {"stop": 1}}},
         "search.lr.auto.stop",
-        r"unknown key; valid keys are start_lr, end_lr, steps, ramp\.",
+        r"unknown key; valid keys are start_lr, end_lr, steps, ramp, stop_factor, step_lr, iterations_per_value\.",
         NO_VALUE,
     ),
     (
@@ -756,7 +768,7 @@ def test_grid_refuses_non_categorical_params(base_spec):
 
 def test_auto_lr_must_be_resolved_before_sampling(tmp_path):
     spec = load_study(write(tmp_path, changed({"search.lr": "auto", "search.schedule": "constant"})))
-    assert spec.search.lr_auto == LrAuto(start_lr=1e-7, end_lr=10.0, steps=100, ramp="exponential")
+    assert spec.search.lr_auto == LrAuto(start_lr=1e-7, end_lr=10.0, steps=3000, ramp="exponential")
     with pytest.raises(RuntimeError, match=r"lr is 'auto' and unresolved.*with_lr_range"):
         spec.search.sample(FakeSuggester())
     resolved = spec.search.with_lr_range(1e-3, 0.5)
