@@ -95,13 +95,21 @@ def bench_pipeline(tmp: Path, *, trials: int, baseline_trials: int, study_file: 
 
     per_a, per_b, per_c = t_a / trials, t_b / baseline_trials, t_c / trials
     print(f"pipeline: {spec.name} ({spec.training.epochs} epochs per trial), one process")
-    print(f"  (a) this pipeline: journal + full curves in MLflow  {trials:4d} trials  {t_a:7.1f} s"
-          f"  {1 / per_a:7.1f} trials/s  {per_a * 1e3:8.1f} ms/trial")
-    print(f"  (b) docs style: SQLite + report/log every epoch     {baseline_trials:4d} trials  {t_b:7.1f} s"
-          f"  {1 / per_b:7.1f} trials/s  {per_b * 1e3:8.1f} ms/trial")
-    print(f"  (c) in memory, no tracking                          {trials:4d} trials  {t_c:7.1f} s"
-          f"  {1 / per_c:7.1f} trials/s  {per_c * 1e3:8.1f} ms/trial")
-    print(f"  a/b throughput = {per_b / per_a:.1f}x (goal >= 20x);  a/c = {per_c / per_a:.2f}x "
-          f"(the price of persistence and tracking)")
+    print(
+        f"  (a) this pipeline: journal + full curves in MLflow  {trials:4d} trials  {t_a:7.1f} s"
+        f"  {1 / per_a:7.1f} trials/s  {per_a * 1e3:8.1f} ms/trial"
+    )
+    print(
+        f"  (b) docs style: SQLite + report/log every epoch     {baseline_trials:4d} trials  {t_b:7.1f} s"
+        f"  {1 / per_b:7.1f} trials/s  {per_b * 1e3:8.1f} ms/trial"
+    )
+    print(
+        f"  (c) in memory, no tracking                          {trials:4d} trials  {t_c:7.1f} s"
+        f"  {1 / per_c:7.1f} trials/s  {per_c * 1e3:8.1f} ms/trial"
+    )
+    print(
+        f"  a/b throughput = {per_b / per_a:.1f}x (goal >= 20x);  a/c = {per_c / per_a:.2f}x "
+        f"(the price of persistence and tracking)"
+    )
     print(f"  (a) outcome: {summary.counts}")
     return {"a_ms": per_a * 1e3, "b_ms": per_b * 1e3, "c_ms": per_c * 1e3, "a_over_b": per_b / per_a}

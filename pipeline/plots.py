@@ -23,6 +23,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
 COMPLETE, DIVERGED, PRUNED = "complete", "diverged", "pruned"
@@ -97,7 +98,9 @@ def lr_norm(lrs: Sequence[float]) -> LogNorm:
     lrs = np.asarray(lrs, dtype=float)
     positive = lrs[np.isfinite(lrs) & (lrs > 0)]
     if not len(positive):
-        raise ValueError(f"The 'lrs' parameter of lr_norm must hold a float > 0. Got {lrs.tolist()!r} instead.")
+        raise ValueError(
+            f"The 'lrs' parameter of lr_norm must hold a float > 0. Got {lrs.tolist()!r} instead."
+        )
     low, high = float(positive.min()), float(positive.max())
     if low == high:
         low, high = low / 2, high * 2
@@ -136,12 +139,25 @@ def _lr_colorbar(fig: Figure, ax, norm: LogNorm, cmap: str = LR_CMAP) -> None:
     fig.colorbar(mappable, ax=ax, label="learning rate (log scale)", pad=0.02)
 
 
+def _plain_log_labels(ax) -> None:
+    """On a log y axis spanning less than a decade, label ticks as plain numbers (0.45, not 4.5x10^-1)."""
+    if ax.get_yscale() != "log":
+        return
+    low, high = ax.get_ylim()
+    if 0 < low and high / low < 10:
+        plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+
+
 def _at_top(ax, x, **style) -> None:
     """Markers at the top edge of the axes (x in data units), drawn over the frame: off-scale values."""
     if len(np.atleast_1d(x)) == 0:
         return
     transform = blended_transform_factory(ax.transData, ax.transAxes)
-    ax.plot(x, np.full(len(np.atleast_1d(x)), 0.97), linestyle="none", transform=transform, clip_on=False, **style)
+    ax.plot(
+        x, np.full(len(np.atleast_1d(x)), 0.97), linestyle="none", transform=transform, clip_on=False, **style
+    )
 
 
 def _check_same_length(owner: str, name: str, values, n: int) -> None:
@@ -153,6 +169,25 @@ def _check_same_length(owner: str, name: str, values, n: int) -> None:
 
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
+
+
+def _legend_below(fig: Figure, ax, *, handles=None, ncols: int = 2, title: str | None = None) -> None:
+    """The legend under the axes, outside them: inside, it would hide points wherever it went."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    else:
+        labels = [h.get_label() for h in handles]
+    fig.legend(
+        handles, labels, loc="outside lower center", ncols=ncols, fontsize="small", frameon=False, title=title
+    )
+
+
+def _lr_list(lrs) -> str:
+    """ "lr = 1, 10" for a few rates, "lr 0.32 to 6" for many."""
+    lrs = sorted(set(float(x) for x in lrs))
+    if len(lrs) <= 4:
+        return "lr = " + ", ".join(_fmt(x) for x in lrs)
+    return f"lr {_fmt(lrs[0])} to {_fmt(lrs[-1])}"
 
 
 # ----------------------------------------------------------------------------------------------- 1. curves
@@ -221,12 +256,23 @@ def plot_curves(
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     _lr_colorbar(fig, ax, norm)
-    handles = [Line2D([], [], color=cmap(0.5), label="completed (colour = learning rate)")]
+    handles = []
+    if COMPLETE in kinds:
+        handles.append(Line2D([], [], color=cmap(0.5), label="completed (colour = learning rate)"))
     if PRUNED in kinds:
         handles.append(
-            Line2D([], [], color=cmap(0.5), linestyle=":", marker="s", markersize=4, label="pruned early (■ = last epoch)")
+            Line2D(
+                [],
+                [],
+                color=cmap(0.5),
+                linestyle=":",
+                marker="s",
+                markersize=4,
+                label="pruned early (■ = last epoch)",
+            )
         )
     if DIVERGED in kinds:
+        diverged_lrs = [lr for lr, k in zip(lrs, kinds, strict=True) if k == DIVERGED]
         handles.append(
             Line2D(
                 [],
@@ -235,10 +281,11 @@ def plot_curves(
                 linestyle="--",
                 marker="x",
                 markeredgewidth=2,
-                label=f"diverged ({kinds.count(DIVERGED)}; × at top = epoch it diverged)",
+                label=f"diverged: {len(diverged_lrs)} trials, {_lr_list(diverged_lrs)} (× at top = epoch it diverged)",
             )
         )
-    ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.9)
+    _legend_below(fig, ax, handles=handles, ncols=2 if len(handles) < 3 else 1)
+    _plain_log_labels(ax)
     return fig
 
 
@@ -294,7 +341,14 @@ def plot_loss_vs_lr(
             else None,
         )
     if complete.any():
-        ax.plot(lrs[complete], losses[complete], "o", color="tab:blue", markersize=5, label=f"completed: {loss_name}")
+        ax.plot(
+            lrs[complete],
+            losses[complete],
+            "o",
+            color="tab:blue",
+            markersize=5,
+            label=f"completed: {loss_name}",
+        )
         finite = complete & np.isfinite(losses)
         if finite.any():
             best = np.flatnonzero(finite)[np.argmin(losses[finite])]
@@ -329,11 +383,13 @@ def plot_loss_vs_lr(
         )
     if ylim is None:
         ax.text(0.5, 0.5, "every trial diverged", transform=ax.transAxes, ha="center", va="center")
+        ax.set_yticks([])
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel(_scale_label(loss_name, "log" if log else "linear"))
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+    _legend_below(fig, ax)
+    _plain_log_labels(ax)
     return fig
 
 
@@ -344,14 +400,17 @@ def plot_lr_schedules(
     lr_curves: Sequence[np.ndarray],
     labels: Sequence[str],
     *,
-    ylabel: str = "learning rate used",
+    ylabel: str = "learning rate",
+    legend_title: str | None = None,
     title: str = "Learning-rate schedules of the best trials",
 ) -> Figure:
     """The learning rate actually used at each epoch by a few trials (log y), one line per trial."""
     _check_same_length("plot_lr_schedules", "labels", labels, len(lr_curves))
     if not len(lr_curves):
-        raise ValueError("The 'lr_curves' parameter of plot_lr_schedules must hold at least one curve. Got [] instead.")
-    fig = Figure(figsize=(8.0, 4.8), layout="constrained")
+        raise ValueError(
+            "The 'lr_curves' parameter of plot_lr_schedules must hold at least one curve. Got [] instead."
+        )
+    fig = Figure(figsize=(8.0, 4.2 + 0.22 * len(labels)), layout="constrained")
     ax = fig.add_subplot()
     curves = [np.asarray(c, dtype=float) for c in lr_curves]
     log = _log_ok(np.concatenate(curves))
@@ -362,8 +421,9 @@ def plot_lr_schedules(
     ax.set_xlabel("epoch")
     ax.set_ylabel(_scale_label(ylabel, "log" if log else "linear"))
     ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(loc="best", fontsize="small", framealpha=0.9)
+    ax.grid(True, which="major", alpha=0.3)
+    _legend_below(fig, ax, ncols=1, title=legend_title)
+    _plain_log_labels(ax)
     return fig
 
 
@@ -373,6 +433,37 @@ def plot_lr_schedules(
 def _grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
     cols = min(n, max_cols)
     return math.ceil(n / cols), cols
+
+
+def _param_style(j: int) -> dict:
+    """Ten distinct colours, then the same colours dashed, then dotted: lines stay tellable apart past ten."""
+    return {"color": colormaps["tab10"](j % 10), "linestyle": ("-", "--", ":")[(j // 10) % 3]}
+
+
+SHARE_RATIO = 4.0  # panels share an axis only when their largest |values| are within this factor
+
+
+def comparable(blocks: Sequence[np.ndarray], max_ratio: float = SHARE_RATIO) -> bool:
+    """True when the blocks' largest |finite value| differ by at most ``max_ratio``: one shared axis then shows
+    them all; past it the smaller ones would be flat lines (an MLP at lr 0.01 beside lr 10)."""
+    reach = []
+    for b in blocks:
+        b = np.asarray(b, dtype=float)
+        b = np.abs(b[np.isfinite(b)])
+        if len(b):
+            reach.append(float(b.max()))
+    if len(reach) < 2:
+        return True
+    low, high = min(reach), max(reach)
+    # Values at rounding-error size (a bias that stayed 0) carry no scale of their own.
+    return high <= max_ratio * low or high < 1e-12
+
+
+def _shared_limits(blocks: Sequence[np.ndarray]) -> tuple[float, float] | None:
+    """Limits covering every block, or None when the blocks are not :func:`comparable`."""
+    if not blocks or not comparable(blocks):
+        return None
+    return _limits(np.concatenate([np.ravel(b) for b in blocks]), log=False)
 
 
 def plot_weight_trajectories(
@@ -389,11 +480,13 @@ def plot_weight_trajectories(
     Args:
         histories: per lr, an array (epochs_run + 1, n_params): row 0 is the initial vector, row i the vector
             after epoch i - 1 (``TrainResult.params_history``).
-        param_names: a name per parameter ("w[3]", "W1[0,2]"); lines share colours across panels.
+        param_names: a name per parameter ("w[3]", "W1[0,2]"); a parameter has one style in every panel.
         max_params: only the first this-many parameters are drawn (an MLP has thousands).
         diverged_epochs: per lr, the epoch it diverged at, or None.
 
-    Each panel has its own axes: a diverged rate runs a few epochs and its weights are far larger.
+    The panels of the rates that did not diverge share one y range when their weights are of comparable size
+    (:func:`comparable`), so they compare at a glance; otherwise, and for a diverged rate (red title), a panel
+    has its own y range.
     """
     n = len(histories)
     _check_same_length("plot_weight_trajectories", "lrs", lrs, n)
@@ -405,40 +498,52 @@ def plot_weight_trajectories(
     _check_same_length("plot_weight_trajectories", "diverged_epochs", diverged_epochs, n)
     n_params = len(param_names)
     shown = min(max_params, n_params)
-    rows, cols = _grid_shape(n)
-    fig = Figure(figsize=(4.0 * cols + 1.8, 3.0 * rows + 0.6), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    colors = colormaps["tab20"] if shown > 10 else colormaps["tab10"]
-    for k, ax in enumerate(axes.flat):
-        if k >= n:
-            ax.set_visible(False)
-            continue
-        h = np.asarray(histories[k], dtype=float)
+    blocks = []
+    for k, h in enumerate(histories):
+        h = np.asarray(h, dtype=float)
         if h.ndim != 2 or h.shape[1] != n_params:
             raise ValueError(
                 f"The 'histories' parameter of plot_weight_trajectories must hold arrays of shape "
                 f"(epochs + 1, {n_params}). Got shape {h.shape} at position {k} instead."
             )
-        x = np.arange(len(h))
-        y = np.where(np.isfinite(h[:, :shown]), h[:, :shown], np.nan)
+        blocks.append(np.where(np.isfinite(h[:, :shown]), h[:, :shown], np.nan))
+    common = _shared_limits([b for b, at in zip(blocks, diverged_epochs, strict=True) if at is None])
+
+    rows, cols = _grid_shape(n)
+    fig = Figure(figsize=(4.0 * cols + 1.8, 3.0 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.set_visible(False)
+            continue
+        y = blocks[k]
+        x = np.arange(len(y))
         for j in range(shown):
-            ax.plot(x, y[:, j], color=colors(j % colors.N), linewidth=1.3)
+            ax.plot(x, y[:, j], linewidth=1.3, **_param_style(j))
         at = diverged_epochs[k]
-        sub = f"lr = {_fmt(lrs[k])}"
-        if at is not None:
+        heading = f"lr = {_fmt(lrs[k])}"
+        if at is None:
+            if common is not None:
+                ax.set_ylim(*common)
+        else:
             ax.axvline(at + 1, color=DIVERGED_COLOR, linestyle="--", linewidth=1.2)
-            sub += f": diverged at epoch {at}"
-            ax.title.set_color(DIVERGED_COLOR)
-        ax.set_title(sub, fontsize="medium")
+            heading += f": diverged at epoch {at} (own y scale)"
+        ax.set_title(heading, fontsize="medium", color=DIVERGED_COLOR if at is not None else "black")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epochs completed")
         if k % cols == 0:
             ax.set_ylabel("weight value")
         ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=colors(j % colors.N), label=param_names[j]) for j in range(shown)]
+    handles = [Line2D([], [], label=param_names[j], **_param_style(j)) for j in range(shown)]
     if any(a is not None for a in diverged_epochs):
-        handles.append(Line2D([], [], color=DIVERGED_COLOR, linestyle="--", label="end of the diverged epoch"))
-    legend_title = "parameter" if shown == n_params else f"first {shown} of {n_params}"
-    fig.legend(handles=handles, loc="outside right upper", title=legend_title, fontsize="small")
+        handles.append(
+            Line2D([], [], color=DIVERGED_COLOR, linestyle="--", label="end of the\ndiverged epoch")
+        )
+    legend_title = "parameter" if shown == n_params else f"first {shown} of\n{n_params} parameters"
+    fig.legend(handles=handles, loc="outside right center", title=legend_title, fontsize="small")
+    if n > 1:
+        shared = common is not None and sum(a is None for a in diverged_epochs) > 1
+        title += f"\n({'one y scale for the rates that converged' if shared else 'each panel has its own y scale'})"
     fig.suptitle(title)
     return fig
 
@@ -448,50 +553,107 @@ def plot_weight_histograms(
     arrays: Sequence[Mapping[str, np.ndarray]],
     *,
     diverged: Sequence[bool] | None = None,
+    few: int = 3,
     title: str = "Final weights",
 ) -> Figure:
     """A grid of histograms: a row per learning rate, a column per named array (``model.unpack(params)``).
 
-    Each panel has its own x range (a diverged rate's weights are orders of magnitude larger); the dashed line
-    is the mean. A panel whose array holds no finite value says so.
+    In each column the rows that did not diverge share one x range and one set of bins when their weights are
+    of comparable size (:func:`comparable`; else the column's title says "own x scale"), so the spread of
+    the weights compares across rates; a diverged row has its own range (red). An array of at most ``few`` values
+    (a bias) is drawn as stems labelled with their values; a histogram of one value says nothing.
     """
     n = len(arrays)
     _check_same_length("plot_weight_histograms", "lrs", lrs, n)
     if not n:
-        raise ValueError("The 'arrays' parameter of plot_weight_histograms must hold at least one mapping. Got [] instead.")
+        raise ValueError(
+            "The 'arrays' parameter of plot_weight_histograms must hold at least one mapping. Got [] instead."
+        )
     diverged = list(diverged) if diverged is not None else [False] * n
+    _check_same_length("plot_weight_histograms", "diverged", diverged, n)
     names = list(arrays[0])
-    rows, cols = n, len(names)
-    fig = Figure(figsize=(3.1 * cols + 1.0, 2.1 * rows + 0.8), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for r in range(rows):
+    for r in range(n):
         if list(arrays[r]) != names:
             raise ValueError(
                 f"The 'arrays' parameter of plot_weight_histograms must name the same arrays in every row "
                 f"({names}). Got {list(arrays[r])} in row {r} instead."
             )
-        for c, name in enumerate(names):
+    values = [[np.asarray(arrays[r][name], dtype=float).ravel() for name in names] for r in range(n)]
+    finite = [[v[np.isfinite(v)] for v in row] for row in values]
+    ok_rows = [r for r in range(n) if not diverged[r]]
+    # A scale for degenerate ranges (all values equal, e.g. a bias that stayed 0): the largest weight of the
+    # rows, so a stem near 0 shows as near 0 relative to the weights.
+    scale = max((float(np.abs(f).max()) for r in ok_rows for f in finite[r] if len(f)), default=1.0) or 1.0
+
+    def limits(blocks) -> tuple[float, float] | None:
+        flat = np.concatenate(blocks) if blocks else np.array([])
+        if not len(flat):
+            return None
+        low, high = float(flat.min()), float(flat.max())
+        if high - low <= 1e-9 * max(scale, abs(low), abs(high)):
+            half = max(0.5 * scale, 0.1 * abs(low))
+            return low - half, high + half
+        return _limits(flat, log=False)
+
+    rows, cols = n, len(names)
+    fig = Figure(figsize=(3.1 * cols + 1.0, 2.0 * rows + 0.9), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for c, name in enumerate(names):
+        blocks = [finite[r][c] for r in ok_rows]
+        shared = limits(blocks) if comparable(blocks) else None
+        for r in range(rows):
             ax = axes[r, c]
-            values = np.asarray(arrays[r][name], dtype=float).ravel()
-            finite = values[np.isfinite(values)]
+            f = finite[r][c]
             color = DIVERGED_COLOR if diverged[r] else "tab:blue"
-            if len(finite):
-                bins = int(np.clip(np.sqrt(len(finite)) * 2, 5, 40)) if len(finite) > 1 else 1
-                ax.hist(finite, bins=bins, color=color, alpha=0.75)
-                mean = float(finite.mean())
-                ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {_fmt(mean)}")
-                ax.legend(loc="upper right", fontsize="x-small", handlelength=1.2, framealpha=0.8)
-            else:
+            span = limits([f]) if diverged[r] or shared is None else shared
+            if not len(f):
                 ax.text(0.5, 0.5, "no finite value", transform=ax.transAxes, ha="center", va="center")
-            heading = f"{name} ({values.size} value{'s' if values.size != 1 else ''})"
+            elif len(values[r][c]) <= few:
+                ax.vlines(f, 0, 1, color=color, linewidth=2)
+                ax.plot(f, np.ones(len(f)), "o", color=color)
+                ax.set_ylim(0, 1.35)
+                shown = ", ".join(_fmt(v) for v in f)
+                ax.text(0.03, 0.93, f"{name} = {shown}", transform=ax.transAxes, va="top", fontsize="small")
+            else:
+                counts, _, _ = ax.hist(
+                    f, bins=int(np.clip(2 * np.sqrt(len(f)), 5, 40)), range=span, color=color, alpha=0.75
+                )
+                ax.set_ylim(
+                    0, max(float(counts.max()), 1.0) * 1.3
+                )  # room for the mean's label above the bars
+                mean = float(f.mean())
+                ax.axvline(mean, color="black", linestyle="--", linewidth=1)
+                ax.text(
+                    0.97,
+                    0.93,
+                    f"mean {_fmt(mean)}",
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    fontsize="small",
+                    bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0, "pad": 1},
+                )
+            if span is not None:
+                ax.set_xlim(*span)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
             if r == 0:
-                ax.set_title(heading, fontsize="medium")
+                count = values[r][c].size
+                note = "" if shared is not None or len(ok_rows) < 2 else ", own x scale per row"
+                ax.set_title(f"{name} ({count} value{'s' if count != 1 else ''}{note})", fontsize="medium")
             if c == 0:
-                row = f"lr = {_fmt(lrs[r])}" + (" (diverged)" if diverged[r] else "")
-                ax.set_ylabel(f"{row}\ncount", color=color)
+                label = f"lr = {_fmt(lrs[r])}" + ("\n(diverged, own x scale)" if diverged[r] else "")
+                ax.set_ylabel(f"{label}\ncount", color=color)
             if r == rows - 1:
                 ax.set_xlabel("value")
             ax.tick_params(labelsize="small")
+    handles = [Patch(color="tab:blue", alpha=0.75, label="final values")]
+    if any(diverged):
+        handles.append(Patch(color=DIVERGED_COLOR, alpha=0.75, label="final values of a diverged run"))
+    handles.append(Line2D([], [], color="black", linestyle="--", label="mean"))
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small", frameon=False
+    )
     fig.suptitle(title)
     return fig
 
@@ -530,7 +692,9 @@ def plot_history(
         top = ylim[1] * (ylim[1] / ylim[0]) ** 0.12 if log else ylim[1] + 0.12 * (ylim[1] - ylim[0])
         ax.set_ylim(ylim[0], top)
     if complete.any():
-        ax.plot(numbers[complete], values[complete], "o", color="tab:blue", markersize=5, label="completed trial")
+        ax.plot(
+            numbers[complete], values[complete], "o", color="tab:blue", markersize=5, label="completed trial"
+        )
         running = best_so_far(values, complete)
         ax.step(numbers, running, where="post", color="tab:orange", linewidth=2, label="best so far")
     if pruned.any():
@@ -547,11 +711,14 @@ def plot_history(
         ax.plot([], [], "x", color=DIVERGED_COLOR, markeredgewidth=2, label="diverged, drawn at the top edge")
     if ylim is None:
         ax.text(0.5, 0.5, "no trial completed", transform=ax.transAxes, ha="center", va="center")
+        ax.set_yticks([])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial number")
     ax.set_ylabel(_scale_label(loss_name, "log" if log else "linear"))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", fontsize="small", framealpha=0.9)
+    _legend_below(fig, ax)
+    _plain_log_labels(ax)
     return fig
 
 
@@ -620,8 +787,21 @@ def plot_lr_range_test(result, *, theory_lr: float | None = None, title: str = "
     basis = np.concatenate([smooth[window], raw[window]])
     finite = basis[np.isfinite(basis)]
     log = _log_ok(finite) and len(finite) > 0 and finite.max() / finite.min() > 30
-    ax.plot(lrs, np.where(np.isfinite(raw), raw, np.nan), color="0.6", alpha=0.5, linewidth=0.9, label="loss (raw)")
-    ax.plot(lrs, np.where(np.isfinite(smooth), smooth, np.nan), color="tab:blue", linewidth=2, label="loss (smoothed)")
+    ax.plot(
+        lrs,
+        np.where(np.isfinite(raw), raw, np.nan),
+        color="0.6",
+        alpha=0.5,
+        linewidth=0.9,
+        label="loss (raw)",
+    )
+    ax.plot(
+        lrs,
+        np.where(np.isfinite(smooth), smooth, np.nan),
+        color="tab:blue",
+        linewidth=2,
+        label="loss (smoothed)",
+    )
     if log:
         ax.set_yscale("log")
     ylim = _limits(smooth[window] if np.isfinite(smooth[window]).any() else finite, log, pad=0.1)
@@ -631,7 +811,14 @@ def plot_lr_range_test(result, *, theory_lr: float | None = None, title: str = "
 
     low, high = getattr(s, "low", None), getattr(s, "high", None)
     if low is not None and high is not None:
-        ax.axvspan(low, high, color="tab:green", alpha=0.12, linewidth=0, label=f"recommended range [{_fmt(low)}, {_fmt(high)}]")
+        ax.axvspan(
+            low,
+            high,
+            color="tab:green",
+            alpha=0.12,
+            linewidth=0,
+            label=f"recommended range [{_fmt(low)}, {_fmt(high)}]",
+        )
     lines = (
         ("steepest", "steepest descent", "tab:green", "--"),
         ("min_over_10", "minimum / 10", "tab:orange", "--"),
@@ -642,12 +829,25 @@ def plot_lr_range_test(result, *, theory_lr: float | None = None, title: str = "
         if value is not None:
             ax.axvline(value, color=color, linestyle=style, linewidth=1.5, label=f"{label}: {_fmt(value)}")
     if diverged_lr is not None:
-        ax.axvline(diverged_lr, color=DIVERGED_COLOR, linestyle=":", linewidth=2, label=f"diverged at lr = {_fmt(diverged_lr)}")
+        ax.axvline(
+            diverged_lr,
+            color=DIVERGED_COLOR,
+            linestyle=":",
+            linewidth=2,
+            label=f"diverged at lr = {_fmt(diverged_lr)}",
+        )
     if theory_lr is not None:
-        ax.axvline(theory_lr, color="black", linestyle="-.", linewidth=1.3, label=rf"theory $2/\lambda_{{max}}$ = {_fmt(theory_lr)}")
+        ax.axvline(
+            theory_lr,
+            color="black",
+            linestyle="-.",
+            linewidth=1.3,
+            label=rf"theory $2/\lambda_{{max}}$ = {_fmt(theory_lr)}",
+        )
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel(_scale_label("training loss", "log" if log else "linear"))
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+    _legend_below(fig, ax, ncols=2)
+    _plain_log_labels(ax)
     return fig

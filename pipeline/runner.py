@@ -273,10 +273,20 @@ def run_study(
     from pipeline.tracking import Tracker  # the only MLflow contact, imported only when tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage_url = storage or config.DEFAULT_STORAGE
-    backend = open_storage(storage_url)
+    # Everything that can be wrong with the input is found before anything is written: the data, the warmup
+    # against the real number of updates, the MLflow store; only then the Optuna storage.
     data = load_study_data(spec)
     spec.check_steps(data.n_train)
+    tracker = None
+    if track:
+        tracker = Tracker(spec.name, tracking_uri=tracking_uri, tags={"study_file": str(spec.path)})
+    storage_url = storage or config.DEFAULT_STORAGE
+    try:
+        backend = open_storage(storage_url)
+    except ConfigError:
+        if tracker is not None:
+            tracker.close()
+        raise
 
     # A resumed study continues from a different seed: the same seed would replay the first night's startup
     # trials. The offset is the number of trials already stored, so one worker stays reproducible.
@@ -295,9 +305,7 @@ def run_study(
         done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         n_trials = max(0, grid_size - done) if n_trials is None else min(n_trials, max(0, grid_size - done))
 
-    tracker = None
-    if track:
-        tracker = Tracker(spec.name, tracking_uri=tracking_uri, tags={"study_file": str(spec.path)})
+    if tracker is not None:
         study.set_user_attr("mlflow_experiment", spec.name)
         study.set_user_attr("mlflow_tracking_uri", tracker.tracking_uri)
     if spec.search.lr_auto is not None:
@@ -383,6 +391,12 @@ def load_existing_study(spec: StudySpec, storage: str | None = None) -> optuna.S
     """Load a study that must already exist; ConfigError naming the study and the storage when it does not."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or config.DEFAULT_STORAGE
+    if "://" not in url and not Path(url).exists():
+        raise ConfigError(
+            f"no study named {spec.name!r}: there is no such Optuna journal file; run `tune` first.",
+            key="--storage",
+            value=url,
+        )
     backend = open_storage(url)
     names = optuna.get_all_study_names(backend)
     if spec.name not in names:

@@ -106,12 +106,20 @@ class Tracker:
         if root is not None:
             # sqlite creates the database file but not its directory.
             root.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
         artifact_location = (root / _slug(experiment)).as_uri() if root is not None else None
         # MLflow 3's UI opens an experiment of unknown kind as a GenAI (traces) overview; this tag makes it open
         # on "Training runs", where runs' curves overlay in charts and params line up for comparison.
         tags = {"mlflow.experimentKind": "custom_model_development", **(tags or {})}
-        self.experiment_id = self._get_or_create_experiment(artifact_location, _str_items(tags))
+        try:
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            self.experiment_id = self._get_or_create_experiment(artifact_location, _str_items(tags))
+        except MlflowException as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"cannot use this MLflow tracking store ({first}).",
+                key="--tracking-uri",
+                value=self.tracking_uri,
+            ) from exc
         self._pending: dict[str, dict[str, str]] = {}  # run_id -> params, until finish_trial
         self._lock = threading.Lock()
         self._study_run_id: str | None = None
