@@ -15,6 +15,14 @@ DEFAULT_STORAGE = str(STUDIES_DIR / "optuna.journal")
 OPTUNA_ARTIFACTS_DIR = STUDIES_DIR / "artifacts"
 
 
+def optuna_artifact_dir(storage: str | None) -> Path:
+    """Where a study's artifacts (plots) go: beside a journal file, else studies/artifacts. optuna-dashboard shows
+    them when started with ``--artifact-dir`` pointing there (``make dashboard`` does for the default storage)."""
+    if storage and "://" not in storage:
+        return Path(storage).resolve().parent / "artifacts"
+    return OPTUNA_ARTIFACTS_DIR
+
+
 def default_tracking_uri() -> str:
     """MLflow's store: a sqlite database inside mlruns/ (not the deprecated file store); $MLFLOW_TRACKING_URI wins."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{MLRUNS_DIR / 'mlflow.db'}"

@@ -309,7 +309,7 @@ def run_study(
         study.set_user_attr("mlflow_experiment", spec.name)
         study.set_user_attr("mlflow_tracking_uri", tracker.tracking_uri)
     if spec.search.lr_auto is not None:
-        spec = resolve_auto_lr(spec, data, study, tracker)
+        spec = resolve_auto_lr(spec, data, study, tracker, storage_url)
     objective = Objective(spec, data, tracker, prune_underperforming=spec.pruner.name != "none")
     first_error: list[str] = []
 
@@ -344,17 +344,20 @@ def run_study(
     )
 
 
-def attach_artifact(study: optuna.Study, path: Path) -> None:
+def attach_artifact(study: optuna.Study, path: Path, storage: str | None) -> None:
     """Attach a file to the study in Optuna's artifact store (studies/artifacts), where optuna-dashboard
     started with ``--artifact-dir studies/artifacts`` shows it."""
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-    config.OPTUNA_ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(base_path=str(config.OPTUNA_ARTIFACTS_DIR))
+    base = config.optuna_artifact_dir(storage)
+    base.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(base_path=str(base))
     upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
 
 
-def lr_find(spec: StudySpec, study: optuna.Study, data: Dataset, tracker) -> tuple[RangeTestReport, Path]:
+def lr_find(
+    spec: StudySpec, study: optuna.Study, data: Dataset, tracker, storage: str | None
+) -> tuple[RangeTestReport, Path]:
     """Run the LR range test for the study, save its plot under reports/<study>/ and attach it to both stores."""
     from pipeline.plots import plot_lr_range_test, save
 
@@ -363,21 +366,23 @@ def lr_find(spec: StudySpec, study: optuna.Study, data: Dataset, tracker) -> tup
     out = config.REPORTS_DIR / spec.name / "lr-find.png"
     save(plot_lr_range_test(report, title=f"LR range test: {spec.name} ({report.optimizer})"), out)
     study.set_user_attr("lr_find", found)
-    attach_artifact(study, out)
+    attach_artifact(study, out, storage)
     if tracker is not None:
         tracker.set_experiment_tags({f"lr_find.{k}": v for k, v in found.items() if v is not None})
         tracker.log_artifact(out, artifact_path="lr-find")
     return report, out
 
 
-def resolve_auto_lr(spec: StudySpec, data: Dataset, study: optuna.Study, tracker) -> StudySpec:
+def resolve_auto_lr(
+    spec: StudySpec, data: Dataset, study: optuna.Study, tracker, storage: str | None
+) -> StudySpec:
     """``lr: auto``: search the range the LR range test recommends (recorded on the study and in MLflow).
 
     A resumed study keeps the range it was first given, so that its trials stay comparable.
     """
     recorded = study.user_attrs.get("lr_range")
     if recorded is None:
-        report, _ = lr_find(spec, study, data, tracker)
+        report, _ = lr_find(spec, study, data, tracker, storage)
         low, high = report.suggestions.low, report.suggestions.high
         study.set_user_attr("lr_range", [low, high])
         if tracker is not None:
@@ -444,8 +449,8 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
     """Optuna's parameter importances over complete trials; {} when they cannot be computed (too few trials,
     a single distinct value, ...): a report without that picture beats no report."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < 2:
-        return {}
+    if len(complete) < 2 or len({name for t in complete for name in t.params}) < 2:
+        return {}  # one parameter is trivially 100% important: no picture rather than a meaningless one
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -475,7 +480,7 @@ def study_report(
         for path in paths:
             tracker.log_artifact(path, artifact_path="report")
     for path in paths:
-        attach_artifact(study, path)
+        attach_artifact(study, path, storage)
     return paths
 
 
@@ -492,4 +497,4 @@ def lr_find_for(
         storage=open_storage(storage), study_name=spec.name, direction="minimize", load_if_exists=True
     )
     with Tracker(spec.name, tracking_uri=tracking_uri, tags={"study_file": str(spec.path)}) as tracker:
-        return lr_find(spec, study, data, tracker)
+        return lr_find(spec, study, data, tracker, storage)

@@ -83,6 +83,19 @@ class Store:
         return optuna.get_all_study_names(optuna.storages.JournalStorage(backend))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _keep_the_repository_clean(tmp_path_factory):
+    """Plots and study artifacts that commands write by default under reports/ and studies/ go to a temporary
+    folder during the tests."""
+    from pipeline import config
+
+    root = tmp_path_factory.mktemp("repo-outputs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(config, "REPORTS_DIR", root / "reports")
+        mp.setattr(config, "OPTUNA_ARTIFACTS_DIR", root / "studies-artifacts")
+        yield
+
+
 @pytest.fixture(scope="session")
 def e2e_store(tmp_path_factory) -> Store:
     root = tmp_path_factory.mktemp("e2e")
