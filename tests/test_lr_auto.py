@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
+from conftest import study_yaml
 from mlflow import MlflowClient
 
-from conftest import study_yaml
 from pipeline import config
 from pipeline.data import load_dataset
 
