@@ -187,7 +187,7 @@ def train(
                 break
             best = min(best, epoch_loss)
 
-            val_loss = model.loss(params, X_val, y_val) if has_val else math.nan
+            val_loss = model.loss_unguarded(params, X_val, y_val) if has_val else math.nan
             val_curve[epoch] = val_loss
             if has_val and not math.isfinite(val_loss):
                 status, reason = DIVERGED, f"non-finite validation loss ({val_loss}) at epoch {epoch}"
