@@ -27,6 +27,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0. Got {text!r} instead.") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0. Got {text!r} instead.")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -56,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     tune.add_argument(
         "--timeout", type=_positive_float, metavar="S", help="stop starting trials after S seconds"
+    )
+    tune.add_argument(
+        "--worker",
+        type=_non_negative_int,
+        default=0,
+        metavar="K",
+        help="index of this process when several share the study (offsets the sampler seed; default 0)",
     )
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     command("best", "print the best complete trial as JSON (exit 1 when there is none)")
@@ -98,7 +115,9 @@ def _tune(args) -> int:
     spec = _load(args, trials=args.trials, timeout=args.timeout)
     # A progress bar redrawn into a log file (CI, cron) is noise: only draw it on a terminal.
     progress = not args.no_progress and sys.stderr.isatty()
-    summary = run_study(spec, storage=args.storage, tracking_uri=args.tracking_uri, progress=progress)
+    summary = run_study(
+        spec, storage=args.storage, tracking_uri=args.tracking_uri, progress=progress, worker=args.worker
+    )
     print(format_summary(summary))
     return OK
 

@@ -250,6 +250,13 @@ def best_trial_info(study: optuna.Study) -> dict | None:
     }
 
 
+def sampler_seed(seed: int, existing_trials: int, worker: int = 0) -> int:
+    """The sampler's seed for a run that finds ``existing_trials`` in the study: the study's seed on a new study
+    (reproducible), shifted by the trials already stored (a resumed study does not replay its start-up trials)
+    and by the worker index (workers started together do not propose the same trials)."""
+    return seed + existing_trials + 1_000_003 * worker
+
+
 def create_or_load(spec: StudySpec, storage: BaseStorage, seed: int) -> optuna.Study:
     return optuna.create_study(
         storage=storage,
@@ -268,8 +275,14 @@ def run_study(
     tracking_uri: str | None = None,
     track: bool = True,
     progress: bool = True,
+    worker: int = 0,
 ) -> StudySummary:
-    """Create the study, or load it when it exists (resume: new trials add to it), and run its budget."""
+    """Create the study, or load it when it exists (resume: new trials add to it), and run its budget.
+
+    ``worker``: this process's index when several processes share the study (same storage URL, on one machine
+    or several); it only offsets the sampler's seed so that workers started together do not propose the same
+    trials. A seeded study is reproducible with one worker only.
+    """
     from pipeline.tracking import Tracker  # the only MLflow contact, imported only when tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -289,12 +302,13 @@ def run_study(
         raise
 
     # A resumed study continues from a different seed: the same seed would replay the first night's startup
-    # trials. The offset is the number of trials already stored, so one worker stays reproducible.
+    # trials. The offset is the number of trials already stored, so one worker stays reproducible; parallel
+    # workers also differ by their index.
     probe = optuna.create_study(
         storage=backend, study_name=spec.name, direction="minimize", load_if_exists=True
     )
     existing = len(probe.get_trials(deepcopy=False))
-    study = create_or_load(spec, backend, spec.seed + existing)
+    study = create_or_load(spec, backend, sampler_seed(spec.seed, existing, worker))
     study.set_user_attr("study_file", str(spec.path))
     study.set_user_attr("dataset", data.source)
     study.set_user_attr("model", spec.model.name)
@@ -312,8 +326,11 @@ def run_study(
         spec = resolve_auto_lr(spec, data, study, tracker, storage_url)
     objective = Objective(spec, data, tracker, prune_underperforming=spec.pruner.name != "none")
     first_error: list[str] = []
+    finished_here = 0  # this process's trials: other workers may add to the study meanwhile
 
-    def remember_failure(_study, trial):
+    def on_trial_end(_study, trial):
+        nonlocal finished_here
+        finished_here += 1
         if trial.state == TrialState.FAIL and not first_error:
             first_error.append(str(trial.user_attrs.get("error", "see the log above")))
 
@@ -325,7 +342,7 @@ def run_study(
                 n_trials=n_trials,
                 timeout=spec.budget.timeout,
                 catch=(Exception,),
-                callbacks=[remember_failure],
+                callbacks=[on_trial_end],
                 show_progress_bar=progress,
             )
     finally:
@@ -336,7 +353,7 @@ def run_study(
         study_name=spec.name,
         storage=storage_url,
         tracking_uri=tracker.tracking_uri if tracker else None,
-        new_trials=len(study.get_trials(deepcopy=False)) - existing,
+        new_trials=finished_here,
         elapsed=elapsed,
         counts=count_trials(study),
         best=best_trial_info(study),

@@ -22,6 +22,7 @@ curve visibly ends in the overflow value.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -70,6 +71,23 @@ def local_artifact_root(tracking_uri: str) -> Path | None:
     return Path(path).resolve().parent / "artifacts"
 
 
+@contextlib.contextmanager
+def _creation_lock(artifact_root: Path | None):
+    """Serialise opening a local sqlite store across processes: the first open runs MLflow's schema migrations,
+    and two workers starting together would race on them (alembic's "expected to match one row" error)."""
+    if artifact_root is None:
+        yield
+        return
+    import fcntl
+
+    with open(artifact_root.parent / ".mlflow-store.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _slug(name: str) -> str:
     # Experiment names may hold spaces or slashes; a directory name may not.
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
@@ -111,8 +129,9 @@ class Tracker:
         # on "Training runs", where runs' curves overlay in charts and params line up for comparison.
         tags = {"mlflow.experimentKind": "custom_model_development", **(tags or {})}
         try:
-            self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            self.experiment_id = self._get_or_create_experiment(artifact_location, _str_items(tags))
+            with _creation_lock(root):
+                self.client = MlflowClient(tracking_uri=self.tracking_uri)
+                self.experiment_id = self._get_or_create_experiment(artifact_location, _str_items(tags))
         except MlflowException as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(

@@ -1,0 +1,124 @@
+"""Several worker processes sharing one study: a journal file on one machine, PostgreSQL across machines.
+
+Each worker is a real `python -m pipeline tune` process started at the same time as the others; the oracle is
+the storage read back with Optuna and the MLflow store read back with MlflowClient.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import optuna
+import pytest
+from conftest import study_yaml
+from mlflow import MlflowClient
+
+WORKERS, TRIALS_EACH, EPOCHS = 2, 6, 40
+PG = "postgresql://postgres@127.0.0.1"
+
+
+def _postgres_database():
+    """A fresh database on the local PostgreSQL server, or skip when there is none."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"lr_pipeline_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {PG}: {exc}")
+    return name
+
+
+def _drop(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["journal", "postgresql"])
+def storage(request, tmp_path):
+    if request.param == "journal":
+        yield str(tmp_path / "shared.journal")
+        return
+    name = _postgres_database()
+    yield f"{PG}/{name}"
+    _drop(name)
+
+
+def test_parallel_workers_share_one_study_without_duplicates(storage, tmp_path):
+    study_file = study_yaml(
+        "diabetes-reference.yaml",
+        tmp_path / "shared.yaml",
+        name="shared",
+        training={"epochs": EPOCHS},
+        budget={"trials": TRIALS_EACH},
+    )
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "tune",
+                str(study_file),
+                "--storage",
+                storage,
+                "--tracking-uri",
+                tracking,
+                "--worker",
+                str(k),
+                "--no-progress",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for k in range(WORKERS)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+        assert f"{TRIALS_EACH} new trial(s)" in out  # each counts its own trials, not its neighbour's
+
+    if "://" in storage:
+        backend = optuna.storages.RDBStorage(storage)
+    else:
+        backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    assert optuna.get_all_study_names(backend) == ["shared"]
+    trials = optuna.load_study(study_name="shared", storage=backend).trials
+    assert len(trials) == WORKERS * TRIALS_EACH
+    assert sorted(t.number for t in trials) == list(range(WORKERS * TRIALS_EACH))
+    assert all(t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL for t in trials)
+    # workers started together must not propose the same trials (their sampler seeds differ by worker index)
+    proposals = {(t.params["lr"], t.params["exponential.decay_rate"]) for t in trials}
+    assert len(proposals) == len(trials)
+
+    client = MlflowClient(tracking)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "shared"]
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert sorted(r.info.run_id for r in runs) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
+
+
+def test_workers_that_start_together_sample_different_trials_and_worker_0_is_reproducible():
+    from pipeline.runner import sampler_seed
+
+    def first_lrs(seed):
+        sampler = optuna.samplers.TPESampler(seed=seed)
+        study = optuna.create_study(sampler=sampler)
+        return [
+            study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 10, log=True)}).params["lr"]
+            for _ in range(5)
+        ]
+
+    # two workers that both find an empty study
+    a, b = first_lrs(sampler_seed(0, 0, worker=0)), first_lrs(sampler_seed(0, 0, worker=1))
+    assert not set(a) & set(b)
+    assert first_lrs(sampler_seed(0, 0)) == a  # one worker, same study file: same trials
+    assert sampler_seed(0, 40) != sampler_seed(0, 0)  # a resumed study does not replay its first night
