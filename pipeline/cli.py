@@ -84,8 +84,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on_sigterm() -> None:
+    """A scheduler's kill (SIGTERM) ends the run like Ctrl-C: Optuna marks the running trial FAIL and the MLflow
+    run is closed as FAILED, instead of both staying RUNNING in the stores forever."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner's worker thread)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "tune":
+        _stop_on_sigterm()
     try:
         if args.command == "tune":
             return _tune(args)
@@ -98,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are stored; the running one is marked FAIL", file=sys.stderr)
+        return 130
     raise AssertionError(args.command)  # argparse only lets known commands through
 
 
@@ -209,4 +228,8 @@ def format_summary(s) -> str:
             shown = f"{value:.4g}" if isinstance(value, float) else value
             lines.append(f"    {key:<{width}}  {shown}")
         lines.append(f"  mlflow run    {b['mlflow_run_id']}")
+    artifacts = config.optuna_artifact_dir(s.storage)
+    lines.append(f"  browse        optuna-dashboard {s.storage} --artifact-dir {artifacts}")
+    if s.tracking_uri:
+        lines.append(f"                mlflow ui --backend-store-uri {s.tracking_uri} --host 127.0.0.1")
     return "\n".join(lines)

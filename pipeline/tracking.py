@@ -37,12 +37,18 @@ import numpy as np
 # Before the import: MLflow reads the variable when it starts its telemetry client.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import logging  # noqa: E402
+
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, Run, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from pipeline.config import default_tracking_uri  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
+
+# MLflow logs its schema migrations at INFO the first time a store is opened; the user did not ask for that.
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 DEFAULT_TRACKING_URI = default_tracking_uri()
 

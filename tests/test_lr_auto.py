@@ -62,11 +62,15 @@ def test_lr_find_attaches_its_plot_to_the_optuna_study_and_to_mlflow(e2e_store):
     study = e2e_store.study("find2")
     metas = optuna.artifacts.get_all_artifact_meta(study)
     assert [m.filename for m in metas] == ["lr-find.png"]
-    assert study.user_attrs["lr_find"]["recommended_high"] > study.user_attrs["lr_find"]["recommended_low"] > 0
+    assert (
+        study.user_attrs["lr_find"]["recommended_high"] > study.user_attrs["lr_find"]["recommended_low"] > 0
+    )
     client = MlflowClient(e2e_store.tracking_uri)
     experiment = client.get_experiment_by_name("find2")
     (study_run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'study'")
-    assert [a.path for a in client.list_artifacts(study_run.info.run_id, "lr-find")] == ["lr-find/lr-find.png"]
+    assert [a.path for a in client.list_artifacts(study_run.info.run_id, "lr-find")] == [
+        "lr-find/lr-find.png"
+    ]
 
 
 def test_auto_lr_searches_the_recommended_range_and_records_it(e2e_store, auto):

@@ -122,3 +122,54 @@ def test_workers_that_start_together_sample_different_trials_and_worker_0_is_rep
     assert not set(a) & set(b)
     assert first_lrs(sampler_seed(0, 0)) == a  # one worker, same study file: same trials
     assert sampler_seed(0, 40) != sampler_seed(0, 0)  # a resumed study does not replay its first night
+
+
+def test_a_killed_nightly_job_leaves_no_running_trial_or_run(tmp_path):
+    """A scheduler that kills `tune` (SIGTERM) must not leave a trial RUNNING in Optuna or a run RUNNING in
+    MLflow: the next night's resume would count it as in progress forever."""
+    import signal
+    import time
+
+    study_file = study_yaml(
+        "moons-mlp.yaml", tmp_path / "night.yaml", name="night", budget={"trials": 10_000}, pruner=None
+    )
+    journal, tracking = tmp_path / "night.journal", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "tune",
+            str(study_file),
+            "--storage",
+            str(journal),
+            "--tracking-uri",
+            tracking,
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the job is mid-study: two trials done, a third started
+        if journal.exists() and "night" in optuna.get_all_study_names(backend):
+            trials = optuna.load_study(study_name="night", storage=backend).trials
+            if sum(t.state.is_finished() for t in trials) >= 2:
+                break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the study never got going")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    trials = optuna.load_study(study_name="night", storage=backend).trials
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    client = MlflowClient(tracking)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "night"]
+    assert {r.info.status for r in client.search_runs([experiment.experiment_id])} <= {"FINISHED", "FAILED"}
