@@ -84,24 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stop_on_sigterm() -> None:
-    """A scheduler's kill (SIGTERM) ends the run like Ctrl-C: Optuna marks the running trial FAIL and the MLflow
-    run is closed as FAILED, instead of both staying RUNNING in the stores forever."""
-    import signal
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. called from a test runner's worker thread)
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "tune":
-        _stop_on_sigterm()
     try:
         if args.command == "tune":
             return _tune(args)
@@ -138,7 +122,7 @@ def _tune(args) -> int:
         spec, storage=args.storage, tracking_uri=args.tracking_uri, progress=progress, worker=args.worker
     )
     print(format_summary(summary))
-    return OK
+    return 128 + summary.stopped_by_signal if summary.stopped_by_signal else OK
 
 
 def _best(args) -> int:
@@ -216,6 +200,8 @@ def format_summary(s) -> str:
         f"  pruned        {c['pruned_diverged']} diverged, {c['pruned_underperforming']} underperforming",
         f"  failed        {c['failed']}" + (f"  (first error: {s.first_error})" if s.first_error else ""),
     ]
+    if s.stopped_by_signal:
+        lines.append(f"  stopped       by signal {s.stopped_by_signal} after the trial that was running")
     if c["running"]:
         lines.append(f"  running       {c['running']} (other workers, or left by an interrupted run)")
     if s.best is None:

@@ -8,8 +8,11 @@ one batch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -218,6 +221,29 @@ class StudySummary:
     counts: dict[str, int]  # complete, pruned_diverged, pruned_underperforming, failed, running (whole study)
     best: dict | None
     first_error: str | None = None
+    stopped_by_signal: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_gracefully_on_sigterm(study: optuna.Study, stopped: list[int]):
+    """A scheduler's SIGTERM (a nightly job past its slot) lets the running trial finish, then ends the study:
+    no trial is left RUNNING in the storage nor a run RUNNING in MLflow, and no storage write is cut in half
+    (an exception raised mid-write could leave a journal lock behind). Trials take seconds, well inside the
+    usual grace period before SIGKILL. Ctrl-C (SIGINT) still interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        stopped.append(signum)
+        with contextlib.suppress(RuntimeError):  # between trials, outside the optimize loop: nothing to stop
+            study.stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
@@ -326,6 +352,7 @@ def run_study(
         spec = resolve_auto_lr(spec, data, study, tracker, storage_url)
     objective = Objective(spec, data, tracker, prune_underperforming=spec.pruner.name != "none")
     first_error: list[str] = []
+    stopped: list[int] = []  # the signal that asked the study to stop, if any
     finished_here = 0  # this process's trials: other workers may add to the study meanwhile
 
     def on_trial_end(_study, trial):
@@ -333,18 +360,21 @@ def run_study(
         finished_here += 1
         if trial.state == TrialState.FAIL and not first_error:
             first_error.append(str(trial.user_attrs.get("error", "see the log above")))
+        if stopped:  # a SIGTERM that came before the optimize loop could be told
+            _study.stop()
 
     start = time.perf_counter()
     try:
-        if n_trials is None or n_trials > 0:
-            study.optimize(
-                objective,
-                n_trials=n_trials,
-                timeout=spec.budget.timeout,
-                catch=(Exception,),
-                callbacks=[on_trial_end],
-                show_progress_bar=progress,
-            )
+        with _stop_gracefully_on_sigterm(study, stopped):
+            if n_trials is None or n_trials > 0:
+                study.optimize(
+                    objective,
+                    n_trials=n_trials,
+                    timeout=spec.budget.timeout,
+                    catch=(Exception,),
+                    callbacks=[on_trial_end],
+                    show_progress_bar=progress,
+                )
     finally:
         if tracker is not None:
             tracker.close()
@@ -358,6 +388,7 @@ def run_study(
         counts=count_trials(study),
         best=best_trial_info(study),
         first_error=first_error[0] if first_error else None,
+        stopped_by_signal=stopped[0] if stopped else None,
     )
 
 
