@@ -279,8 +279,14 @@ def replay_trials(
 def _describe(settings: TrialSettings) -> str:
     """ "adam(beta2=0.999), cosine(min_lr_ratio=0.01), batch 32": a trial's settings besides lr, for legends."""
 
+    def value(v: object) -> str:
+        if not isinstance(v, float):
+            return str(v)
+        # A factor near 1 (beta2 = 0.99985) would print as "1" at 3 digits: show its distance from 1 instead.
+        return f"1-{1 - v:.2g}" if 0.99 < v < 1 else f"{v:.3g}"
+
     def params(kv: Mapping[str, object]) -> str:
-        return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in kv.items())
+        return ", ".join(f"{k}={value(v)}" for k, v in kv.items())
 
     schedule = settings.schedule
     if settings.schedule_params:
