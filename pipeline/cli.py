@@ -17,24 +17,19 @@ from pipeline.errors import PipelineError
 OK, NOTHING, BAD_INPUT = 0, 1, 2
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1. Got {text!r} instead.") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1. Got {text!r} instead.")
-    return value
+def _int_at_least(low: int):
+    """An argparse type: an int >= low, with the house message."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}. Got {text!r} instead.")
+        return value
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0. Got {text!r} instead.") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0. Got {text!r} instead.")
-    return value
+    return parse
 
 
 def _positive_float(text: str) -> float:
@@ -62,14 +57,14 @@ def _parser() -> argparse.ArgumentParser:
 
     tune = command("tune", "run (or resume) the study: new trials add to the stored ones")
     tune.add_argument(
-        "--trials", type=_positive_int, metavar="N", help="trials to run now (overrides budget)"
+        "--trials", type=_int_at_least(1), metavar="N", help="trials to run now (overrides budget)"
     )
     tune.add_argument(
         "--timeout", type=_positive_float, metavar="S", help="stop starting trials after S seconds"
     )
     tune.add_argument(
         "--worker",
-        type=_non_negative_int,
+        type=_int_at_least(0),
         default=0,
         metavar="K",
         help="index of this process when several share the study (offsets the sampler seed; default 0)",
