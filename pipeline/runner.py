@@ -393,13 +393,22 @@ def run_study(
 
 
 def attach_artifact(study: optuna.Study, path: Path, storage: str | None) -> None:
-    """Attach a file to the study in Optuna's artifact store (studies/artifacts), where optuna-dashboard
-    started with ``--artifact-dir studies/artifacts`` shows it."""
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    """Attach a file to the study in Optuna's artifact store (beside a journal file, else studies/artifacts),
+    where optuna-dashboard started with ``--artifact-dir`` shows it.
+
+    A file of the same name attached earlier (the previous report) is overwritten in place, so re-running
+    ``report`` updates the study's pictures instead of piling up copies.
+    """
+    from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
     base = config.optuna_artifact_dir(storage)
     base.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(base_path=str(base))
+    for meta in get_all_artifact_meta(study):
+        if meta.filename == path.name:
+            with open(path, "rb") as content:
+                store.write(meta.artifact_id, content)
+            return
     upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
 
 

@@ -114,3 +114,12 @@ def test_report_on_an_unknown_study_exits_2(e2e_store, tmp_path):
     assert run.code == 2
     assert "never-run" in run.err
     assert not (tmp_path / "r").exists()
+
+
+def test_running_report_again_updates_the_studys_pictures_instead_of_adding_copies(e2e_store, auto, tmp_path):
+    path, _ = auto
+    assert e2e_store.cli("report", str(path), "--out", str(tmp_path / "a")).code == 0
+    assert e2e_store.cli("report", str(path), "--out", str(tmp_path / "b")).code == 0
+    names = [m.filename for m in optuna.artifacts.get_all_artifact_meta(e2e_store.study("auto"))]
+    assert sorted(names) == sorted(set(names))  # one lr-find.png, one curves.png, ...
+    assert "curves.png" in names and "lr-find.png" in names
