@@ -36,6 +36,23 @@ PRUNE_DIVERGED, PRUNE_UNDERPERFORMING = "diverged", "underperforming"
 # ----------------------------------------------------------------------------------------------- storage
 
 
+def _check_journal_file(path: Path) -> None:
+    """Refuse to append Optuna's log to a file that is not one (a study file or a database given by mistake):
+    the journal backend would write into it and corrupt it."""
+    if path.is_dir():
+        raise ConfigError("is a folder, not an Optuna journal file.", key="--storage", value=str(path))
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as handle:
+            start = handle.read(12)
+        if not start.startswith(b'{"op_code"'):
+            raise ConfigError(
+                "is not an Optuna journal file (it does not start with a journal record); refusing to write to it. "
+                "Give a new path, or a database URL such as sqlite:///study.db.",
+                key="--storage",
+                value=str(path),
+            )
+
+
 def open_storage(url: str | None = None) -> BaseStorage:
     """An Optuna storage from a URL: ``scheme://...`` is a database (postgresql://, mysql://, sqlite:///...),
     ``redis://`` a journal in Redis, anything else a journal file path (several processes on one machine may share it).
@@ -48,8 +65,11 @@ def open_storage(url: str | None = None) -> BaseStorage:
             return optuna.storages.JournalStorage(JournalRedisBackend(url))
         if "://" in url:
             return optuna.storages.RDBStorage(url)
+        _check_journal_file(Path(url))
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+    except ConfigError:
+        raise
     except (
         ImportError,
         ValueError,
@@ -316,10 +336,12 @@ def run_study(
     # against the real number of updates, the MLflow store; only then the Optuna storage.
     data = load_study_data(spec)
     spec.check_steps(data.n_train)
+    storage_url = storage or config.DEFAULT_STORAGE
+    if "://" not in storage_url:
+        _check_journal_file(Path(storage_url))
     tracker = None
     if track:
         tracker = Tracker(spec.name, tracking_uri=tracking_uri, tags={"study_file": str(spec.path)})
-    storage_url = storage or config.DEFAULT_STORAGE
     try:
         backend = open_storage(storage_url)
     except ConfigError:

@@ -276,3 +276,20 @@ def test_best_on_a_missing_storage_file_creates_nothing(tmp_path, capsys):
     assert code == 2
     assert_one_error_line(capsys.readouterr().err, "'diabetes-reference'", "typo.journal")
     assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("mistake", ["the study file itself", "a folder"])
+def test_a_storage_path_that_is_not_a_journal_is_refused_and_left_untouched(tmp_path, capsys, mistake):
+    study = write(tmp_path, REFERENCE)
+    target = study if mistake == "the study file itself" else tmp_path
+    before = study.read_bytes()
+    listing = sorted(tmp_path.iterdir())
+
+    code = cli.main(
+        ["tune", str(study), "--storage", str(target), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    )
+
+    assert code == 2
+    assert_one_error_line(capsys.readouterr().err, "'--storage'", f"Got {str(target)!r} instead.")
+    assert study.read_bytes() == before  # the journal backend would have appended to it
+    assert sorted(tmp_path.iterdir()) == listing
