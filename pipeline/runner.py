@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +149,6 @@ class Objective:
     data: Dataset
     tracker: object | None = None  # pipeline.tracking.Tracker; None = no tracking (benchmarks, tests)
     prune_underperforming: bool = False
-    results: dict[int, TrainResult] = field(default_factory=dict)
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.spec
@@ -176,7 +175,6 @@ class Objective:
         except Exception as exc:
             self._finish(trial, run_id, None, "FAIL", {"error": f"{type(exc).__name__}: {exc}"[:5000]})
             raise
-        self.results[trial.number] = result
 
         if result.status == DIVERGED:
             # Report the loss that diverged (inf when non-finite; Optuna keeps it, and TPE ranks every pruned
