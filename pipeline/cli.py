@@ -211,6 +211,8 @@ def format_summary(s) -> str:
         lines.append(f"  mlflow run    {b['mlflow_run_id']}")
     artifacts = config.optuna_artifact_dir(s.storage)
     lines.append(f"  browse        optuna-dashboard {s.storage} --artifact-dir {artifacts}")
-    if s.tracking_uri:
+    if s.tracking_uri and s.tracking_uri.startswith(("http://", "https://")):
+        lines.append(f"                {s.tracking_uri} (MLflow server)")
+    elif s.tracking_uri:
         lines.append(f"                mlflow ui --backend-store-uri {s.tracking_uri} --host 127.0.0.1")
     return "\n".join(lines)
