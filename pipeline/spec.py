@@ -87,6 +87,9 @@ PRUNER_PARAMS: dict[str, dict[str, str]] = {
 }
 REQUIRED_PRUNER_PARAMS = {"percentile": ("percentile",)}
 LR_RAMPS = ("exponential", "linear", "segments")
+# Factors near 1 act through 1 - x (beta2 = 0.999 averages over ~1000 steps, 0.99 over ~100): a log scale on the
+# factor itself would spend its samples near the low end, so these are searched as {one_minus: {...}}.
+NEAR_ONE_PARAMS = frozenset({"gamma", "beta", "beta1", "beta2", "rho"})
 DATA_TASKS = ("regression", "binary", "multiclass")
 DEFAULT_TRIALS = 100
 DEFAULT_REPORT_POINTS = 50
@@ -1001,6 +1004,16 @@ class _Reader:
             return OneMinus(low, high)
         sec = self.mapping(raw, key, forms, required=("low", "high"))
         log = self.boolean(sec.get("log", True), f"{key}.log")
+        if log and name in NEAR_ONE_PARAMS:
+            hint = ""
+            if all(isinstance(sec[e], int | float) and 0 < sec[e] < 1 for e in ("low", "high")):
+                hint = f" {{one_minus: {{low: {1 - sec['high']:.4g}, high: {1 - sec['low']:.4g}}}}} is the same range."
+            raise self.error(
+                f"is a factor near 1: search it as 1 - x on a log scale with {{one_minus: {{low, high}}}}, or give "
+                f"log: false for a linear range.{hint}",
+                key,
+                raw,
+            )
         low = self.number(sec["low"], f"{key}.low", integer=integer)
         high = self.number(sec["high"], f"{key}.high", integer=integer)
         if log and low <= 0:

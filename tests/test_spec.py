@@ -170,6 +170,13 @@ ERRORS = [
         NO_VALUE,
     ),
     (
+        # a factor near 1 on a log scale of its own would crowd its samples at the low end
+        {"search.optimizer.choices.momentum.beta": {"low": 0.5, "high": 0.99}},
+        "search.optimizer.choices.momentum.beta",
+        r"is a factor near 1: search it as 1 - x .* \{one_minus: \{low: 0\.01, high: 0\.5\}\} is the same range\.",
+        {"low": 0.5, "high": 0.99},
+    ),
+    (
         {"search.schedule.choices.step.decay_steps": {"one_minus": {"low": 0.1, "high": 0.5}}},
         "search.schedule.choices.step.decay_steps.one_minus",
         r"unknown key; valid keys are choices, low, high, log\.",  # one_minus is for float factors only
