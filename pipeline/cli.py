@@ -36,9 +36,9 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0. Got {text!r} instead.") from None
+        raise argparse.ArgumentTypeError(f"must be a number > 0. Got {text!r} instead.") from None
     if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0. Got {text!r} instead.")
+        raise argparse.ArgumentTypeError(f"must be a number > 0. Got {text!r} instead.")
     return value
 
 
@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         metavar="K",
         help="index of this process when several share the study (offsets the sampler seed; default 0)",
+    )
+    tune.add_argument(
+        "--fail-stale-after",
+        type=_positive_float,
+        metavar="H",
+        help="first mark FAIL the trials RUNNING for more than H hours (left by a killed worker)",
     )
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     command("best", "print the best complete trial as JSON (exit 1 when there is none)")
@@ -114,7 +120,12 @@ def _tune(args) -> int:
     # A progress bar redrawn into a log file (CI, cron) is noise: only draw it on a terminal.
     progress = not args.no_progress and sys.stderr.isatty()
     summary = run_study(
-        spec, storage=args.storage, tracking_uri=args.tracking_uri, progress=progress, worker=args.worker
+        spec,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        progress=progress,
+        worker=args.worker,
+        fail_stale_after=args.fail_stale_after * 3600 if args.fail_stale_after else None,
     )
     print(format_summary(summary))
     return 128 + summary.stopped_by_signal if summary.stopped_by_signal else OK
@@ -195,6 +206,8 @@ def format_summary(s) -> str:
         f"  pruned        {c['pruned_diverged']} diverged, {c['pruned_underperforming']} underperforming",
         f"  failed        {c['failed']}" + (f"  (first error: {s.first_error})" if s.first_error else ""),
     ]
+    if s.stale_failed:
+        lines.append(f"  stale         {s.stale_failed} trial(s) left RUNNING by a killed worker marked FAIL")
     if s.stopped_by_signal:
         lines.append(f"  stopped       by signal {s.stopped_by_signal} after the trial that was running")
     if c["running"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import math
 import signal
 import threading
@@ -240,6 +241,7 @@ class StudySummary:
     best: dict | None
     first_error: str | None = None
     stopped_by_signal: int | None = None
+    stale_failed: int = 0
 
 
 @contextlib.contextmanager
@@ -262,6 +264,26 @@ def _stop_gracefully_on_sigterm(study: optuna.Study, stopped: list[int]):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def fail_stale_trials(study: optuna.Study, older_than: float, tracker) -> int:
+    """Mark FAIL every trial RUNNING for more than ``older_than`` seconds (and FAILED its MLflow run).
+
+    Database storages can use Optuna's heartbeat for this; a journal file has none, so a worker killed by
+    SIGKILL or a reboot leaves its trial RUNNING for good. Only the caller knows how long a trial may take:
+    pick a threshold far above it, or live workers' trials are failed too.
+    """
+    now = datetime.datetime.now()
+    failed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.datetime_start is None or (now - t.datetime_start).total_seconds() <= older_than:
+            continue
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if tracker is not None and run_id:
+            tracker.fail_run(run_id, f"stale: RUNNING for more than {older_than:g} s when the study resumed")
+        failed += 1
+    return failed
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
@@ -320,12 +342,15 @@ def run_study(
     track: bool = True,
     progress: bool = True,
     worker: int = 0,
+    fail_stale_after: float | None = None,
 ) -> StudySummary:
     """Create the study, or load it when it exists (resume: new trials add to it), and run its budget.
 
     ``worker``: this process's index when several processes share the study (same storage URL, on one machine
     or several); it only offsets the sampler's seed so that workers started together do not propose the same
     trials. A seeded study is reproducible with one worker only.
+    ``fail_stale_after``: seconds after which a trial still RUNNING is taken for one a killed worker left behind
+    (a journal file has no heartbeat) and marked FAIL, with its MLflow run, before new trials start.
     """
     from pipeline.tracking import Tracker  # the only MLflow contact, imported only when tracking
 
@@ -365,6 +390,7 @@ def run_study(
         done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         n_trials = max(0, grid_size - done) if n_trials is None else min(n_trials, max(0, grid_size - done))
 
+    stale = fail_stale_trials(study, fail_stale_after, tracker) if fail_stale_after else 0
     if tracker is not None:
         study.set_user_attr("mlflow_experiment", spec.name)
         study.set_user_attr("mlflow_tracking_uri", tracker.tracking_uri)
@@ -409,6 +435,7 @@ def run_study(
         best=best_trial_info(study),
         first_error=first_error[0] if first_error else None,
         stopped_by_signal=stopped[0] if stopped else None,
+        stale_failed=stale,
     )
 
 

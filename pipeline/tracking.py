@@ -332,6 +332,14 @@ class Tracker:
         for key, value in _str_items(tags).items():
             self.client.set_experiment_tag(self.experiment_id, key, value)
 
+    def fail_run(self, run_id: str, reason: str) -> None:
+        """Terminate another process's run as FAILED (a trial its killed worker left RUNNING)."""
+        self._check_open("fail_run")
+        self.client.log_batch(
+            run_id, tags=[RunTag("state", "FAIL"), RunTag("fail_reason", reason)], synchronous=True
+        )
+        self.client.set_terminated(run_id, status="FAILED")
+
     def close(self) -> None:
         """End the tracker; idempotent. Runs started but never finished are logged with their params and
         terminated FAILED (tag ``state=FAIL``), so an interrupted study leaves no run RUNNING forever."""

@@ -174,3 +174,43 @@ def test_a_killed_nightly_job_leaves_no_running_trial_or_run(tmp_path):
     (experiment,) = [e for e in client.search_experiments() if e.name == "night"]
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == len(trials) and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_resuming_with_fail_stale_after_fails_what_a_killed_worker_left_running(tmp_path):
+    """A worker killed by SIGKILL or a reboot leaves its trial RUNNING (a journal file has no heartbeat); the
+    next night's `tune --fail-stale-after H` marks it FAIL, with its MLflow run, and leaves fresh ones alone."""
+    import time
+
+    from pipeline import cli
+    from pipeline.tracking import Tracker
+
+    study_file = study_yaml(
+        "diabetes-reference.yaml",
+        tmp_path / "s.yaml",
+        name="stale",
+        training={"epochs": 20},
+        budget={"trials": 2},
+    )
+    journal, tracking = str(tmp_path / "s.journal"), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
+    # What a killed worker leaves: a RUNNING trial whose MLflow run is RUNNING too.
+    study = optuna.create_study(storage=backend, study_name="stale")
+    orphan = study.ask()
+    with Tracker("stale", tracking_uri=tracking) as tracker:
+        run_id = tracker.start_trial(orphan.number, {"lr": 0.1}, {})
+    client = MlflowClient(tracking)
+    client.update_run(run_id, status="RUNNING")  # the tracker's close() failed it: undo that
+    assert client.get_run(run_id).info.status == "RUNNING"
+    orphan.set_user_attr("mlflow_run_id", run_id)
+    time.sleep(1.0)
+
+    argv = ["tune", str(study_file), "--storage", journal, "--tracking-uri", tracking, "--no-progress"]
+    assert cli.main([*argv, "--fail-stale-after", "1000"]) == 0  # an hour-scale threshold: not stale yet
+    assert optuna.load_study(study_name="stale", storage=backend).trials[0].state.name == "RUNNING"
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    assert cli.main([*argv, "--fail-stale-after", str(0.5 / 3600)]) == 0  # half a second
+    trials = optuna.load_study(study_name="stale", storage=backend).trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    assert len(trials) == 1 + 2 + 2 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials[1:])
+    assert client.get_run(run_id).info.status == "FAILED"
