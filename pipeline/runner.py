@@ -323,17 +323,6 @@ def sampler_seed(seed: int, existing_trials: int, worker: int = 0) -> int:
     return seed + existing_trials + 1_000_003 * worker
 
 
-def create_or_load(spec: StudySpec, storage: BaseStorage, seed: int) -> optuna.Study:
-    return optuna.create_study(
-        storage=storage,
-        study_name=spec.name,
-        direction="minimize",
-        sampler=_sampler(spec, seed),
-        pruner=_pruner(spec),
-        load_if_exists=True,
-    )
-
-
 def run_study(
     spec: StudySpec,
     *,
@@ -375,11 +364,11 @@ def run_study(
     # A resumed study continues from a different seed: the same seed would replay the first night's startup
     # trials. The offset is the number of trials already stored, so one worker stays reproducible; parallel
     # workers also differ by their index.
-    probe = optuna.create_study(
-        storage=backend, study_name=spec.name, direction="minimize", load_if_exists=True
+    study = optuna.create_study(
+        storage=backend, study_name=spec.name, direction="minimize", pruner=_pruner(spec), load_if_exists=True
     )
-    existing = len(probe.get_trials(deepcopy=False))
-    study = create_or_load(spec, backend, sampler_seed(spec.seed, existing, worker))
+    existing = len(study.get_trials(deepcopy=False))
+    study.sampler = _sampler(spec, sampler_seed(spec.seed, existing, worker))
     study.set_user_attr("study_file", str(spec.path))
     study.set_user_attr("dataset", data.source)
     study.set_user_attr("model", spec.model.name)
