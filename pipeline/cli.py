@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args, **overrides):
-    from pipeline.spec import load_study
+    from pipeline.study.loader import load_study
 
     return load_study(
         Path(args.study), overrides={k: v for k, v in overrides.items() if v is not None} or None
@@ -114,7 +114,7 @@ def _load(args, **overrides):
 
 
 def _tune(args) -> int:
-    from pipeline.runner import run_study
+    from pipeline.tuning.run import run_study
 
     spec = _load(args, trials=args.trials, timeout=args.timeout)
     # A progress bar redrawn into a log file (CI, cron) is noise: only draw it on a terminal.
@@ -132,7 +132,7 @@ def _tune(args) -> int:
 
 
 def _best(args) -> int:
-    from pipeline.runner import best_trial_info, load_existing_study
+    from pipeline.tuning.storage import best_trial_info, load_existing_study
 
     spec = _load(args)
     info = best_trial_info(load_existing_study(spec, args.storage))
@@ -144,7 +144,7 @@ def _best(args) -> int:
 
 
 def _lr_find(args) -> int:
-    from pipeline.runner import lr_find_for
+    from pipeline.tuning.commands import lr_find_for
 
     spec = _load(args)
     report, path = lr_find_for(spec, storage=args.storage, tracking_uri=args.tracking_uri)
@@ -153,7 +153,7 @@ def _lr_find(args) -> int:
 
 
 def _report(args) -> int:
-    from pipeline.runner import study_report
+    from pipeline.tuning.commands import study_report
 
     spec = _load(args)
     paths = study_report(

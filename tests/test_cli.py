@@ -108,7 +108,7 @@ def assert_one_error_line(err: str, *parts: str) -> None:
 def test_a_valid_study_file_passes_the_checks_that_the_broken_ones_fail(tmp_path):
     # The baseline of the table below: the reference study, unbroken, loads, so each error comes from its one
     # change (running a valid study end to end is test_runner.py's job).
-    from pipeline.spec import load_study
+    from pipeline.study.loader import load_study
 
     assert load_study(write(tmp_path, REFERENCE)).name == "diabetes-reference"
 

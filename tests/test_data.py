@@ -1,4 +1,4 @@
-"""Tests for pipeline.data: shapes and tasks from scikit-learn's documentation, split determinism, train-only
+"""Tests for pipeline.datasets and pipeline.core.arrays: shapes and tasks from scikit-learn's documentation, split determinism, train-only
 standardisation against a hand computation, stratification, CSV inference and every DataError."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from sklearn import datasets as skdatasets
 
-from pipeline.data import DATASET_PARAMS, DATASETS, Dataset, load_dataset
+from pipeline.core.arrays import Dataset
+from pipeline.datasets import DATASET_PARAMS, DATASETS, load_dataset
 from pipeline.errors import DataError
 
 

@@ -13,7 +13,7 @@ from conftest import study_yaml
 from mlflow import MlflowClient
 
 from pipeline import config
-from pipeline.data import load_dataset
+from pipeline.datasets import load_dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"
 AUTO_TRIALS, AUTO_EPOCHS = 6, 60

@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline.data import Dataset, load_dataset
-from pipeline.lrfind import (
+from pipeline.core.arrays import Dataset
+from pipeline.core.lrfind import (
     RangeTestResult,
     least_squares_bound,
     range_test,
@@ -24,10 +24,11 @@ from pipeline.lrfind import (
     suggest,
     suggest_from_curve,
 )
-from pipeline.models import LinearRegression, Model
-from pipeline.optimizers import SGD, Optimizer
-from pipeline.schedules import constant
-from pipeline.training import train
+from pipeline.core.models import LinearRegression, Model
+from pipeline.core.optimizers import SGD, Optimizer
+from pipeline.core.schedules import constant
+from pipeline.core.training import train
+from pipeline.datasets import load_dataset
 
 # ----------------------------------------------------------------------------------------------- fakes
 
@@ -526,7 +527,7 @@ def test_range_test_rejects_a_ramp_that_is_not_positive_and_non_decreasing(ramp)
 
 def test_range_test_rejects_data_that_is_not_a_dataset():
     with pytest.raises(
-        ValueError, match="The 'data' parameter of range_test must be a pipeline.data.Dataset"
+        ValueError, match="The 'data' parameter of range_test must be a pipeline.core.arrays.Dataset"
     ):
         range_test(LossIsParam(), SetToF(lambda lr: 1.0), (np.zeros((2, 1)), np.zeros(2)))
 

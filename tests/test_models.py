@@ -8,14 +8,14 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline.models import (
+from pipeline.core.models import (
     MLP,
     LinearRegression,
     LogisticRegression,
     SoftmaxRegression,
     build_model,
 )
-from pipeline.optimizers import SGD
+from pipeline.core.optimizers import SGD
 
 N, D, K = 12, 4, 3
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.optimizers import (
+from pipeline.core.optimizers import (
     OPTIMIZER_PARAMS,
     OPTIMIZERS,
     SGD,

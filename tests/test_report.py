@@ -17,11 +17,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline import plots
+from pipeline.reports import plots
+from pipeline.core.models import MLP, LinearRegression
 from pipeline.errors import ConfigError
-from pipeline.experiment import TrialRecord, load_study_data, replay
-from pipeline.models import MLP, LinearRegression
-from pipeline.report import (
+from pipeline.reports.report import (
     FILES,
     ReplayedTrial,
     ReplayMismatchError,
@@ -35,7 +34,9 @@ from pipeline.report import (
     trial_kind,
     write_report,
 )
-from pipeline.spec import Choice, load_study
+from pipeline.study.experiment import TrialRecord, load_study_data, replay
+from pipeline.study.loader import load_study
+from pipeline.study.space import Choice
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""pipeline.runner end to end: studies tuned through the CLI into a temporary journal + MLflow sqlite store.
+"""pipeline.tuning end to end: studies tuned through the CLI into a temporary journal + MLflow sqlite store.
 
 The studies are tuned once per session by the fixtures in conftest.py; the tests only read the storage and the
 MLflow store. Oracles are independent of the code under test: full-batch gradient descent on the diabetes split
@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline.data import load_dataset
+from pipeline.datasets import load_dataset
 
 # MLflow's own SQLAlchemy models trigger this deprecation when the store opens; nothing we can change.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from pipeline.schedules import (
+from pipeline.core.schedules import (
     SCHEDULE_PARAMS,
     SCHEDULES,
     ReduceLROnPlateau,

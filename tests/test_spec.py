@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from pipeline.errors import ConfigError
-from pipeline.spec import (
+from pipeline.study.loader import load_study
+from pipeline.study.space import (
     INT_PARAMS,
     PRUNER_PARAMS,
     SAMPLER_PARAMS,
@@ -22,11 +23,10 @@ from pipeline.spec import (
     LrAuto,
     OneMinus,
     Range,
-    StudySpec,
     TrialSettings,
-    load_study,
     steps_per_epoch,
 )
+from pipeline.study.spec import StudySpec
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.yaml"))
 DELETE = object()
@@ -574,7 +574,7 @@ def test_integer_parameters_stay_integers(tmp_path, value, expected):
 
 def test_int_params_table_agrees_with_the_schedule_signatures():
     # oracle: the factories' own defaults (int default -> integer-valued) and the *_steps naming rule
-    from pipeline.schedules import SCHEDULE_PARAMS, SCHEDULES
+    from pipeline.core.schedules import SCHEDULE_PARAMS, SCHEDULES
 
     for name, params in SCHEDULE_PARAMS.items():
         signature = inspect.signature(SCHEDULES[name]).parameters

@@ -11,12 +11,12 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline.data import load_dataset
-from pipeline.models import LinearRegression, LogisticRegression, build_model
-from pipeline.numgrad import FiniteDifference
-from pipeline.optimizers import SGD, build_optimizer
-from pipeline.schedules import ReduceLROnPlateau, constant, exponential_decay
-from pipeline.training import COMPLETED, DIVERGED, STOPPED, train
+from pipeline.core.models import LinearRegression, LogisticRegression, build_model
+from pipeline.core.numgrad import FiniteDifference
+from pipeline.core.optimizers import SGD, build_optimizer
+from pipeline.core.schedules import ReduceLROnPlateau, constant, exponential_decay
+from pipeline.core.training import COMPLETED, DIVERGED, STOPPED, train
+from pipeline.datasets import load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ def test_parallel_workers_share_one_study_without_duplicates(storage, tmp_path):
 
 
 def test_workers_that_start_together_sample_different_trials_and_worker_0_is_reproducible():
-    from pipeline.runner import sampler_seed
+    from pipeline.tuning.run import sampler_seed
 
     def first_lrs(seed):
         sampler = optuna.samplers.TPESampler(seed=seed)

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pipeline.data import Dataset, load_dataset
-from pipeline.models import Model, build_model
-from pipeline.optimizers import Optimizer, build_optimizer
-from pipeline.schedules import build_schedule
-from pipeline.spec import StudySpec, TrialSettings
-from pipeline.training import Hook, TrainResult, train
+from pipeline.core.arrays import Dataset
+from pipeline.core.models import Model, build_model
+from pipeline.core.optimizers import Optimizer, build_optimizer
+from pipeline.core.schedules import build_schedule
+from pipeline.core.training import Hook, TrainResult, train
+from pipeline.datasets import load_dataset
+from pipeline.study.space import TrialSettings
+from pipeline.study.spec import StudySpec
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ class RangeTestReport:
     smoothed: object
     diverged_lr: float | None
     stop_reason: str
-    suggestions: object  # pipeline.lrfind.Suggestions
+    suggestions: object  # pipeline.core.lrfind.Suggestions
     theory_lr: float | None  # 2 / lambda_max for full-batch least squares, else None
     optimizer: str
     batch_size: int | None
@@ -168,9 +170,9 @@ def run_range_test(spec: StudySpec, data: Dataset, auto=None) -> RangeTestReport
     the optimizer the study tunes. The batch size is ``training.batch_size``. ``auto`` is the study's
     ``lr: auto`` settings (``spec.LrAuto``); default: its defaults.
     """
-    from pipeline import lrfind
-    from pipeline.models import LinearRegression
-    from pipeline.spec import Fixed, LrAuto
+    from pipeline.core import lrfind
+    from pipeline.core.models import LinearRegression
+    from pipeline.study.space import Fixed, LrAuto
 
     auto = auto or spec.search.lr_auto or LrAuto()
     branch = spec.search.optimizers[0]

@@ -8,7 +8,7 @@ A study file says what to train (``data``, ``model``, ``training``), what to sea
     studies/x.yaml: 'search.lr.low': must be a float > 0. Got 0 instead.
 
 Fixed schedule / optimizer / model parameters (and the ends of searched ranges) are checked by calling the
-factories of :mod:`pipeline.schedules`, :mod:`pipeline.optimizers` and :mod:`pipeline.models`, so the rules live
+factories of :mod:`pipeline.core.schedules`, :mod:`pipeline.core.optimizers` and :mod:`pipeline.core.models`, so the rules live
 in one place, next to the formulas. The search space samples itself through the small :class:`Suggester`
 protocol, which the runner adapts an Optuna trial to: conditional sampling (a parameter of an unchosen schedule is
 never asked) is written here once, and this module never imports Optuna.
@@ -28,483 +28,47 @@ import inspect
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from pipeline.errors import _MISSING, ConfigError
-
-# Parameters whose values are integers (numbers of steps, epochs' worth of patience, rows per batch); every other
-# searched parameter is a float.
-INT_PARAMS = frozenset(
-    {"warmup_steps", "decay_steps", "half_cycle_steps", "patience", "cooldown", "batch_size"}
+from pipeline.study.space import (
+    _PROBE_LR,
+    DATA_TASKS,
+    DEFAULT_REPORT_POINTS,
+    DEFAULT_TRIALS,
+    INT_PARAMS,
+    LR_RAMPS,
+    NEAR_ONE_PARAMS,
+    PRUNER_PARAMS,
+    REQUIRED_PRUNER_PARAMS,
+    SAMPLER_PARAMS,
+    SAMPLERS,
+    Branch,
+    Choice,
+    Fixed,
+    LrAuto,
+    OneMinus,
+    Param,
+    Range,
+    SearchSpace,
+    _probe_values,
+    _representative,
+    _shown,
 )
-SAMPLERS = ("tpe", "random", "grid")
-# Keyword arguments a study may pass to the sampler / pruner constructors, and what each must be. The seed is
-# not among them: it is the study's `seed`.
-SAMPLER_PARAMS: dict[str, dict[str, str]] = {
-    "tpe": {
-        "n_startup_trials": "int>=0",
-        "n_ei_candidates": "int>=1",
-        "multivariate": "bool",
-        "group": "bool",
-        "constant_liar": "bool",
-        "consider_endpoints": "bool",
-        "prior_weight": "float>0",
-    },
-    "random": {},
-    "grid": {},
-}
-PRUNER_PARAMS: dict[str, dict[str, str]] = {
-    "none": {},
-    "median": {
-        "n_startup_trials": "int>=0",
-        "n_warmup_steps": "int>=0",
-        "interval_steps": "int>=1",
-        "n_min_trials": "int>=1",
-    },
-    "percentile": {
-        "percentile": "percent",
-        "n_startup_trials": "int>=0",
-        "n_warmup_steps": "int>=0",
-        "interval_steps": "int>=1",
-        "n_min_trials": "int>=1",
-    },
-    "hyperband": {
-        "min_resource": "int>=1",
-        "max_resource": "auto|int>=1",
-        "reduction_factor": "int>=2",
-        "bootstrap_count": "int>=0",
-    },
-    "successive_halving": {
-        "min_resource": "auto|int>=1",
-        "reduction_factor": "int>=2",
-        "min_early_stopping_rate": "int>=0",
-        "bootstrap_count": "int>=0",
-    },
-}
-REQUIRED_PRUNER_PARAMS = {"percentile": ("percentile",)}
-LR_RAMPS = ("exponential", "linear", "segments")
-# Factors near 1 act through 1 - x (beta2 = 0.999 averages over ~1000 steps, 0.99 over ~100): a log scale on the
-# factor itself would spend its samples near the low end, so these are searched as {one_minus: {...}}.
-NEAR_ONE_PARAMS = frozenset({"gamma", "beta", "beta1", "beta2", "rho"})
-DATA_TASKS = ("regression", "binary", "multiclass")
-DEFAULT_TRIALS = 100
-DEFAULT_REPORT_POINTS = 50
-# A learning rate handed to schedule factories when checking their other parameters at load time; the factories
-# only ask it to be > 0.
-_PROBE_LR = 0.01
-
-
-# ----------------------------------------------------------------------------------------------- value forms
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """A value given as is: never asked from the sampler. ``None`` is full batch for ``batch_size``."""
-
-    value: Any
-
-
-@dataclass(frozen=True)
-class Range:
-    """Sampled uniformly in [low, high], on a log scale unless ``log`` is False; ints when ``integer``."""
-
-    low: float
-    high: float
-    log: bool = True
-    integer: bool = False
-
-
-@dataclass(frozen=True)
-class OneMinus:
-    """``1 - x`` with x log-uniform in [low, high], 0 < low < high < 1: resolution where a factor nears 1."""
-
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class Choice:
-    """Categorical: one of ``choices``."""
-
-    choices: tuple
-
-
-Param = Fixed | Range | OneMinus | Choice
-
-
-@dataclass(frozen=True)
-class LrAuto:
-    """``lr: auto``: the search range comes from an LR range test (Smith 2015) run before the study.
-
-    Unresolved until the runner calls :meth:`SearchSpace.with_lr_range` with the range the test suggests.
-
-    Args:
-        start_lr, end_lr: the ramp's first and last rate.
-        steps: number of updates of the ramp (exponential / linear). 3000 by default: a coarse ramp overshoots
-            the divergence point (on full-batch diabetes, 100 steps stop at 9x the 2/lambda_max bound, 3000 at 1.7x).
-        ramp: "exponential" (rates evenly spaced in log, as in Smith 2015), "linear", or "segments": start_lr,
-            start_lr + step_lr, ..., end_lr, each held for iterations_per_value updates (the sources' table).
-        stop_factor: stop once the smoothed loss exceeds this many times its best.
-
-    Reference: L. N. Smith, "Cyclical Learning Rates for Training Neural Networks", 2015 (arXiv:1506.01186), §3.3.
-    """
-
-    start_lr: float = 1e-7
-    end_lr: float = 10.0
-    steps: int = 3000
-    ramp: str = "exponential"
-    stop_factor: float = 4.0
-    step_lr: float | None = None
-    iterations_per_value: int | None = None
-
-
-class Suggester(Protocol):
-    """What :meth:`SearchSpace.sample` asks for values; the runner adapts an ``optuna.Trial`` to it."""
-
-    def float(self, name: str, low: float, high: float, *, log: bool) -> float: ...
-
-    def int(self, name: str, low: int, high: int, *, log: bool) -> int: ...
-
-    def categorical(self, name: str, choices: list) -> object: ...
-
-
-def _draw(param: Param, name: str, suggest: Suggester):
-    """One value of ``param``, asked from ``suggest`` under ``name`` unless it is fixed."""
-    if isinstance(param, Fixed):
-        return param.value
-    if isinstance(param, Range):
-        if param.integer:
-            return int(suggest.int(name, int(param.low), int(param.high), log=param.log))
-        return float(suggest.float(name, float(param.low), float(param.high), log=param.log))
-    if isinstance(param, OneMinus):
-        return 1.0 - float(suggest.float(name, param.low, param.high, log=True))
-    return suggest.categorical(name, list(param.choices))
-
-
-def _sampled_name(branch: str, param_name: str, param: Param) -> str:
-    """The name Optuna sees for a branch parameter: ``cosine.min_lr_ratio``, ``momentum.one_minus_beta``."""
-    return f"{branch}.one_minus_{param_name}" if isinstance(param, OneMinus) else f"{branch}.{param_name}"
-
-
-# ----------------------------------------------------------------------------------------------- search space
-
-
-@dataclass(frozen=True)
-class Branch:
-    """One optimizer or schedule and its parameters; ``key`` is where it sits in the file (for messages)."""
-
-    name: str
-    params: Mapping[str, Param]
-    key: str = field(default="", compare=False)
-
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """Every hyperparameter of one trial, sampled and fixed.
-
-    ``batch_size`` None is full batch. ``schedule_params`` holds ``warmup_steps`` when the study sets it; pass
-    them all to ``pipeline.schedules.build_schedule(schedule, lr=lr, total_steps=..., **schedule_params)``.
-    """
-
-    lr: float
-    batch_size: int | None
-    optimizer: str
-    optimizer_params: Mapping[str, Any]
-    schedule: str
-    schedule_params: Mapping[str, Any]
-
-    def as_params(self) -> dict[str, Any]:
-        """A flat dict for MLflow params: ``lr``, ``batch_size`` ("full" or an int), ``optimizer``,
-        ``schedule``, then ``"{optimizer}.{param}"`` and ``"{schedule}.{param}"``."""
-        flat: dict[str, Any] = {
-            "lr": self.lr,
-            "batch_size": "full" if self.batch_size is None else self.batch_size,
-            "optimizer": self.optimizer,
-            "schedule": self.schedule,
-        }
-        flat.update({f"{self.optimizer}.{k}": v for k, v in self.optimizer_params.items()})
-        flat.update({f"{self.schedule}.{k}": v for k, v in self.schedule_params.items()})
-        return flat
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """What a trial samples. ``optimizers`` / ``schedules`` with ``*_categorical`` True are asked as a
-    categorical ``optimizer`` / ``schedule``; a branch's parameters are asked only when the branch is chosen.
-
-    ``batch_size`` is the effective one: ``search.batch_size`` when given, else ``training.batch_size``.
-    """
-
-    lr: Param | LrAuto
-    batch_size: Param
-    optimizers: tuple[Branch, ...]
-    schedules: tuple[Branch, ...]
-    optimizer_categorical: bool = False
-    schedule_categorical: bool = False
-
-    @property
-    def lr_auto(self) -> LrAuto | None:
-        """The LR range test's settings when ``lr: auto`` is still unresolved, else None."""
-        return self.lr if isinstance(self.lr, LrAuto) else None
-
-    def with_lr_range(self, low: float, high: float) -> SearchSpace:
-        """A copy whose lr is sampled log-uniformly in [low, high] (e.g. the range an LR range test suggests)."""
-        for name, value in (("low", low), ("high", high)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-                raise ValueError(
-                    f"The '{name}' parameter of with_lr_range must be a float > 0. Got {value!r} instead."
-                )
-        if not low < high:
-            raise ValueError(
-                f"The 'high' parameter of with_lr_range must be > low = {low!r}. Got {high!r} instead."
-            )
-        return replace(self, lr=Range(float(low), float(high), log=True))
-
-    def sample(self, suggest: Suggester) -> TrialSettings:
-        """One trial's settings: lr, batch_size, optimizer and its params, schedule and its params, in that order.
-
-        Raises:
-            RuntimeError: lr is ``auto`` and has not been resolved with :meth:`with_lr_range`.
-        """
-        if isinstance(self.lr, LrAuto):
-            raise RuntimeError(
-                "lr is 'auto' and unresolved: run the LR range test and call "
-                "SearchSpace.with_lr_range(low, high) before sampling."
-            )
-        lr = float(_draw(self.lr, "lr", suggest))
-        batch_size = _draw(self.batch_size, "batch_size", suggest)
-        if batch_size == "full":
-            batch_size = None
-        optimizer, optimizer_params = self._branch(
-            "optimizer", self.optimizers, self.optimizer_categorical, suggest
-        )
-        schedule, schedule_params = self._branch(
-            "schedule", self.schedules, self.schedule_categorical, suggest
-        )
-        return TrialSettings(lr, batch_size, optimizer, optimizer_params, schedule, schedule_params)
-
-    @staticmethod
-    def _branch(kind: str, branches: tuple[Branch, ...], categorical: bool, suggest: Suggester):
-        by_name = {b.name: b for b in branches}
-        name = suggest.categorical(kind, list(by_name)) if categorical else branches[0].name
-        branch = by_name[name]
-        params = {p: _draw(v, _sampled_name(name, p, v), suggest) for p, v in branch.params.items()}
-        return name, params
-
-    def non_categorical(self) -> list[tuple[str, str, object]]:
-        """(key path in the file, sampled name, value as written) of every sampled non-categorical parameter."""
-        found = []
-        for key, name, param in (
-            ("search.lr", "lr", self.lr),
-            ("search.batch_size", "batch_size", self.batch_size),
-        ):
-            if isinstance(param, LrAuto):
-                found.append((key, name, "auto"))
-            elif not isinstance(param, Fixed | Choice):
-                found.append((key, name, _shown(param)))
-        for branch in (*self.optimizers, *self.schedules):
-            for p, v in branch.params.items():
-                if isinstance(v, Range | OneMinus):
-                    found.append((f"{branch.key}.{p}", _sampled_name(branch.name, p, v), _shown(v)))
-        return found
-
-    def grid(self) -> dict[str, list]:
-        """The search space for ``optuna.samplers.GridSampler``: sampled name -> its choices.
-
-        Branch parameters are in the grid whether or not their branch is chosen; a trial asks only its own, so a
-        grid over several schedules with their own choices repeats some settings.
-
-        Raises:
-            ValueError: a sampled parameter is not categorical ({choices: [...]}), or lr is ``auto``.
-        """
-        bad = self.non_categorical()
-        if bad:
-            raise ValueError(
-                f"The grid sampler needs {{choices: [...]}} for every sampled parameter; "
-                f"{', '.join(repr(name) for _, name, _ in bad)} {'is' if len(bad) == 1 else 'are'} not categorical."
-            )
-        grid: dict[str, list] = {}
-        for name, param in (("lr", self.lr), ("batch_size", self.batch_size)):
-            if isinstance(param, Choice):
-                grid[name] = list(param.choices)
-        for kind, branches, categorical in (
-            ("optimizer", self.optimizers, self.optimizer_categorical),
-            ("schedule", self.schedules, self.schedule_categorical),
-        ):
-            if categorical:
-                grid[kind] = [b.name for b in branches]
-            for branch in branches:
-                for p, v in branch.params.items():
-                    if isinstance(v, Choice):
-                        grid[_sampled_name(branch.name, p, v)] = list(v.choices)
-        return grid
-
-    def max_warmup_steps(self) -> tuple[int, str] | None:
-        """The largest warmup any trial can draw and the key that sets it, or None without warmup."""
-        best = None
-        for branch in self.schedules:
-            param = branch.params.get("warmup_steps")
-            if param is None:
-                continue
-            top = _top(param)
-            if best is None or top > best[0]:
-                best = (top, f"{branch.key}.warmup_steps")
-        return best
-
-    def batch_options(self) -> list[int | None]:
-        """Every batch size a trial can draw (None = full batch; a range gives its two ends)."""
-        p = self.batch_size
-        if isinstance(p, Fixed):
-            return [p.value]
-        if isinstance(p, Choice):
-            return [None if c == "full" else c for c in p.choices]
-        return [int(p.low), int(p.high)]
-
-
-def _top(param: Param):
-    """The largest value a numeric parameter can take."""
-    if isinstance(param, Fixed):
-        return param.value
-    if isinstance(param, Range):
-        return param.high
-    if isinstance(param, OneMinus):
-        return 1 - param.low
-    return max(param.choices)
-
-
-# ----------------------------------------------------------------------------------------------- the study
-
-
-def steps_per_epoch(n_train: int, batch_size: int | None) -> int:
-    """Updates per epoch: ``ceil(n_train / batch_size)``; full batch (None, or batch_size >= n_train) is 1."""
-    if batch_size is None:
-        return 1
-    return max(1, math.ceil(n_train / batch_size))
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Arguments of ``pipeline.data.load_dataset`` (the seed is the study's). ``path`` is absolute."""
-
-    dataset: str
-    path: Path | None = None
-    target: str | None = None
-    task: str | None = None
-    val_fraction: float = 0.2
-    standardize: bool = True
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """``pipeline.models.build_model(name, n_features=..., task=..., n_classes=..., **params)``."""
-
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TrainingSpec:
-    """``epochs``, the default ``batch_size`` (None = full batch; a trial's is ``TrialSettings.batch_size``,
-    which ``search.batch_size`` may vary) and the divergence threshold passed to ``pipeline.training.train``."""
-
-    epochs: int
-    batch_size: int | None = None
-    divergence_factor: float = 10.0
-
-    def total_steps(self, n_train: int, batch_size: int | None) -> int:
-        """Updates in a whole run: ``epochs * ceil(n_train / batch_size)`` (full batch: ``epochs``)."""
-        return self.epochs * steps_per_epoch(n_train, batch_size)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Stop after ``trials`` trials or ``timeout`` seconds, whichever comes first (None = no limit)."""
-
-    trials: int | None = DEFAULT_TRIALS
-    timeout: float | None = None
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """``tpe`` | ``random`` | ``grid`` and extra constructor arguments (the seed is the study's)."""
-
-    name: str = "tpe"
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PrunerSpec:
-    """``none`` | ``median`` | ``percentile`` | ``hyperband`` | ``successive_halving`` and the Optuna pruner's
-    constructor arguments. Divergence is pruned by the training loop whatever this says."""
-
-    name: str = "none"
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TrackingSpec:
-    """``report_points``: how many intermediate values per trial go to Optuna (evenly spaced, plus the last)."""
-
-    report_points: int = DEFAULT_REPORT_POINTS
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """A validated study file. ``name`` is the Optuna study and MLflow experiment name (default: file stem)."""
-
-    path: Path
-    name: str
-    seed: int
-    data: DataSpec
-    model: ModelSpec
-    training: TrainingSpec
-    search: SearchSpace
-    budget: Budget
-    sampler: SamplerSpec
-    pruner: PrunerSpec
-    tracking: TrackingSpec
-    description: str = ""
-
-    def total_steps(self, n_train: int, batch_size: int | None) -> int:
-        """Updates in one trial at ``batch_size``: ``epochs * ceil(n_train / batch_size)``."""
-        return self.training.total_steps(n_train, batch_size)
-
-    def check_steps(self, n_train: int) -> None:
-        """Check warmup against the real number of updates, once the training set's size is known.
-
-        ``load_study`` can check ``warmup_steps < total steps`` only when a trial may train full batch (total =
-        epochs); mini-batch studies need ``n_train``, which the runner learns when it loads the data.
-
-        Raises:
-            ConfigError: some trial could draw ``warmup_steps >= epochs * steps_per_epoch``.
-        """
-        _check_warmup(self.path.as_posix(), self.search, self.training.epochs, n_train)
-
-
-def _check_warmup(file: str, search: SearchSpace, epochs: int, n_train: int | None) -> None:
-    """``warmup_steps < total steps`` for every batch size a trial can draw (the fewest steps is the bound)."""
-    warm = search.max_warmup_steps()
-    if warm is None:
-        return
-    options = search.batch_options()
-    if n_train is None:
-        if None not in options:
-            return  # mini-batch only: the bound needs n_train (StudySpec.check_steps)
-        total, how = epochs, f"training.epochs = {epochs} (full batch)"
-    else:
-        batch = max(options, key=lambda b: math.inf if b is None else b)
-        total = epochs * steps_per_epoch(n_train, batch)
-        shown = "full" if batch is None else batch
-        how = f"epochs x ceil(n_train / batch_size) = {epochs} x ceil({n_train} / {shown}) = {total}"
-    top, key = warm
-    if top >= total:
-        raise ConfigError(f"must be < the total number of steps, {how}.", file=file, key=key, value=top)
-
+from pipeline.study.spec import (
+    Budget,
+    DataSpec,
+    ModelSpec,
+    PrunerSpec,
+    SamplerSpec,
+    StudySpec,
+    TrackingSpec,
+    TrainingSpec,
+    _check_warmup,
+)
 
 # ----------------------------------------------------------------------------------------------- loading
 
@@ -703,7 +267,7 @@ class _Reader:
         )
 
     def data(self, raw) -> tuple[DataSpec, str | None]:
-        from pipeline.data import DATASET_PARAMS, DATASETS
+        from pipeline.datasets import DATASET_PARAMS, DATASETS
 
         sec = self.mapping(
             raw,
@@ -772,7 +336,7 @@ class _Reader:
 
     def model(self, raw, task: str | None) -> ModelSpec:
         """``name`` plus the model's own parameters; the task is checked when the data section states it."""
-        from pipeline.models import MODEL_PARAMS, MODEL_TASKS, MODELS, build_model
+        from pipeline.core.models import MODEL_PARAMS, MODEL_TASKS, MODELS, build_model
 
         if isinstance(raw, str):
             raw = {"name": raw}
@@ -881,8 +445,8 @@ class _Reader:
     # --- search ---------------------------------------------------------------------------------------------
 
     def search(self, raw, training: TrainingSpec) -> SearchSpace:
-        from pipeline.optimizers import OPTIMIZER_PARAMS, build_optimizer
-        from pipeline.schedules import SCHEDULE_PARAMS, SCHEDULES, build_schedule
+        from pipeline.core.optimizers import OPTIMIZER_PARAMS, build_optimizer
+        from pipeline.core.schedules import SCHEDULE_PARAMS, SCHEDULES, build_schedule
 
         sec = self.mapping(raw, "search", ("lr", "batch_size", "optimizer", "schedule"), required=("lr",))
         lr = self.lr(sec["lr"])
@@ -1125,39 +689,6 @@ class _Reader:
             if named in params:
                 raise self.error(message, f"{key}.{named}", _shown(params[named])) from None
             raise self.error(message, key, {p: _shown(v) for p, v in params.items()}) from None
-
-
-def _representative(param: Param):
-    """The value a load-time check builds with: the fixed value, a range's low end, the first choice."""
-    if isinstance(param, Fixed):
-        return param.value
-    if isinstance(param, Range):
-        return param.low
-    if isinstance(param, OneMinus):
-        return 1 - param.low
-    return param.choices[0]
-
-
-def _shown(param: Param):
-    """A searched value as the file wrote it, for messages."""
-    if isinstance(param, Fixed):
-        return param.value
-    if isinstance(param, OneMinus):
-        return {"one_minus": {"low": param.low, "high": param.high}}
-    if isinstance(param, Range):
-        return {"low": param.low, "high": param.high, **({} if param.log else {"log": False})}
-    return {"choices": list(param.choices)}
-
-
-def _probe_values(param: Param):
-    """(key suffix, value as written, value passed to the factory) for each end / choice of a sampled param."""
-    if isinstance(param, Range):
-        return [(".low", param.low, param.low), (".high", param.high, param.high)]
-    if isinstance(param, OneMinus):
-        return [(".one_minus.low", param.low, 1 - param.low), (".one_minus.high", param.high, 1 - param.high)]
-    if isinstance(param, Choice):
-        return [(f".choices[{i}]", c, c) for i, c in enumerate(param.choices)]
-    return []
 
 
 def _required_args(factory: Callable, names: Iterable[str]) -> tuple[str, ...]:

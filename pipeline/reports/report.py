@@ -1,13 +1,13 @@
 """A study's report: replay its finished trials through the core and draw them as PNGs (no Optuna, no MLflow).
 
 Optuna keeps only a thinned curve per trial; the full curves, learning rates and weights come from replaying each
-trial's parameters with :func:`pipeline.experiment.replay`. Training is deterministic from the study's seed, so
+trial's parameters with :func:`pipeline.study.experiment.replay`. Training is deterministic from the study's seed, so
 the replay reproduces the recorded run, and the report checks that it does against the values the study
 recorded (its intermediate values, final value and divergence). A disagreement means the study file or the code
 changed since the study ran: the pictures would then show a different experiment, so the report stops
 (``strict=False`` only warns).
 
-The runner turns Optuna's trials into :class:`~pipeline.experiment.TrialRecord` (plain data) and may pass
+The runner turns Optuna's trials into :class:`~pipeline.study.experiment.TrialRecord` (plain data) and may pass
 parameter importances it computed with ``optuna.importance``.
 """
 
@@ -21,15 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import plots
-from pipeline.data import Dataset
+from pipeline.reports import plots
+from pipeline.core.arrays import Dataset
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.experiment import ReplaySuggester, TrialRecord, build_model_for, load_study_data, replay
-from pipeline.models import Model
-from pipeline.plots import COMPLETE, DIVERGED, PRUNED
-from pipeline.spec import StudySpec, TrialSettings
-from pipeline.training import COMPLETED, TrainResult
-from pipeline.training import DIVERGED as TRAIN_DIVERGED
+from pipeline.study.experiment import ReplaySuggester, TrialRecord, build_model_for, load_study_data, replay
+from pipeline.core.models import Model
+from pipeline.reports.plots import COMPLETE, DIVERGED, PRUNED
+from pipeline.study.spec import StudySpec
+from pipeline.study.space import TrialSettings
+from pipeline.core.training import COMPLETED, TrainResult
+from pipeline.core.training import DIVERGED as TRAIN_DIVERGED
 
 LOSS_NAMES = {"regression": "MSE", "binary": "cross-entropy", "multiclass": "cross-entropy"}
 # Replays run the same NumPy code on the same data; only a different BLAS could move the last digits.

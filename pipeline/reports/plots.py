@@ -1,6 +1,6 @@
 """Pictures of a study, drawn from plain arrays: each ``plot_*`` function returns one matplotlib Figure.
 
-No Optuna, no MLflow, no training: :mod:`pipeline.report` replays the trials and hands these functions curves,
+No Optuna, no MLflow, no training: :mod:`pipeline.reports.report` replays the trials and hands these functions curves,
 learning rates and weights. Every picture has a title, labelled axes (a log axis says so in its label) and a
 legend or a colour bar. Colours mean the same thing everywhere: the viridis colour of a line is its learning
 rate (log colour scale), red is divergence, grey is a trial pruned early.
@@ -757,7 +757,7 @@ def plot_lr_range_test(result, *, theory_lr: float | None = None, title: str = "
     Args:
         result: any object with ``lrs``, ``losses`` (raw), ``smoothed``, ``diverged_lr`` (float or None) and
             ``suggestions`` with ``steepest``, ``min_over_10``, ``valley``, ``low``, ``high`` (floats or None);
-            ``pipeline.lrfind``'s result has these.
+            ``pipeline.core.lrfind``'s result has these.
         theory_lr: optional theoretical bound drawn as a line, e.g. ``2 / lambda_max`` of the loss's Hessian
             (gradient descent on a quadratic diverges above it); default ``result.theory_lr`` when present.
 

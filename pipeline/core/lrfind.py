@@ -43,10 +43,10 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from pipeline.data import Dataset
-from pipeline.models import Model
-from pipeline.optimizers import Optimizer
-from pipeline.schedules import _Schedule, exponential_ramp, linear_ramp
+from pipeline.core.arrays import Dataset
+from pipeline.core.models import Model
+from pipeline.core.optimizers import Optimizer
+from pipeline.core.schedules import _Schedule, exponential_ramp, linear_ramp
 
 MODES: tuple[str, ...] = ("exponential", "linear")
 MIN_CURVE_POINTS = 3  # suggest needs a slope on both sides of a point and a decrease to look at
@@ -222,7 +222,7 @@ def range_test(
     """
     where = "range_test"
     if not isinstance(data, Dataset):
-        raise _bad("data", where, "a pipeline.data.Dataset", type(data).__name__)
+        raise _bad("data", where, "a pipeline.core.arrays.Dataset", type(data).__name__)
     if ramp is None:
         start_lr = _check_float(start_lr, "start_lr", where, low=0.0)
         end_lr = _check_float(end_lr, "end_lr", where, low=0.0)

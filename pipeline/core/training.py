@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.data import Dataset
-from pipeline.models import Model
-from pipeline.optimizers import Optimizer
+from pipeline.core.arrays import Dataset
+from pipeline.core.models import Model
+from pipeline.core.optimizers import Optimizer
 
 COMPLETED, DIVERGED, STOPPED = "completed", "diverged", "stopped"
 

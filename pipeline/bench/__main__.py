@@ -66,11 +66,11 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def bench_core(repeats: int = 100) -> dict[str, float]:
-    from pipeline.data import load_dataset
-    from pipeline.models import LinearRegression
-    from pipeline.optimizers import SGD
-    from pipeline.schedules import constant
-    from pipeline.training import train
+    from pipeline.core.models import LinearRegression
+    from pipeline.core.optimizers import SGD
+    from pipeline.core.schedules import constant
+    from pipeline.core.training import train
+    from pipeline.datasets import load_dataset
 
     data = load_dataset("diabetes", seed=0)
     X, y, Xv, yv = data.X_train, data.y_train, data.X_val, data.y_val
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("core", "all"):
         bench_core()
     if args.what in ("pipeline", "all"):
-        from pipeline.bench_pipeline import bench_pipeline
+        from pipeline.bench.pipeline import bench_pipeline
 
         with tempfile.TemporaryDirectory(prefix="lr-bench-") as tmp:
             bench_pipeline(Path(tmp), trials=args.trials, baseline_trials=args.baseline_trials)

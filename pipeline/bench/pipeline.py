@@ -21,10 +21,11 @@ from pathlib import Path
 import optuna
 
 from pipeline import config
-from pipeline.experiment import load_study_data, run_settings
-from pipeline.runner import Objective, _OptunaSuggester, _pruner, _sampler, run_study
-from pipeline.spec import load_study
-from pipeline.training import DIVERGED
+from pipeline.core.training import DIVERGED
+from pipeline.study.experiment import load_study_data, run_settings
+from pipeline.study.loader import load_study
+from pipeline.tuning.objective import Objective, _OptunaSuggester
+from pipeline.tuning.run import _pruner, _sampler, run_study
 
 
 def _docs_style(spec, n_trials: int, storage_url: str, tracking_uri: str) -> float:

@@ -1,0 +1,1 @@
+"""A study file into typed, validated objects, and those objects into core objects (experiment)."""

@@ -1,0 +1,137 @@
+"""The typed study: what a validated study file says (data, model, training, search, budget, sampler, pruner)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.study.space import (
+    DEFAULT_REPORT_POINTS,
+    DEFAULT_TRIALS,
+    SearchSpace,
+    steps_per_epoch,
+)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Arguments of ``pipeline.datasets.load_dataset`` (the seed is the study's). ``path`` is absolute."""
+
+    dataset: str
+    path: Path | None = None
+    target: str | None = None
+    task: str | None = None
+    val_fraction: float = 0.2
+    standardize: bool = True
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``pipeline.core.models.build_model(name, n_features=..., task=..., n_classes=..., **params)``."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """``epochs``, the default ``batch_size`` (None = full batch; a trial's is ``TrialSettings.batch_size``,
+    which ``search.batch_size`` may vary) and the divergence threshold passed to ``pipeline.core.training.train``."""
+
+    epochs: int
+    batch_size: int | None = None
+    divergence_factor: float = 10.0
+
+    def total_steps(self, n_train: int, batch_size: int | None) -> int:
+        """Updates in a whole run: ``epochs * ceil(n_train / batch_size)`` (full batch: ``epochs``)."""
+        return self.epochs * steps_per_epoch(n_train, batch_size)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Stop after ``trials`` trials or ``timeout`` seconds, whichever comes first (None = no limit)."""
+
+    trials: int | None = DEFAULT_TRIALS
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """``tpe`` | ``random`` | ``grid`` and extra constructor arguments (the seed is the study's)."""
+
+    name: str = "tpe"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """``none`` | ``median`` | ``percentile`` | ``hyperband`` | ``successive_halving`` and the Optuna pruner's
+    constructor arguments. Divergence is pruned by the training loop whatever this says."""
+
+    name: str = "none"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    """``report_points``: how many intermediate values per trial go to Optuna (evenly spaced, plus the last)."""
+
+    report_points: int = DEFAULT_REPORT_POINTS
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study file. ``name`` is the Optuna study and MLflow experiment name (default: file stem)."""
+
+    path: Path
+    name: str
+    seed: int
+    data: DataSpec
+    model: ModelSpec
+    training: TrainingSpec
+    search: SearchSpace
+    budget: Budget
+    sampler: SamplerSpec
+    pruner: PrunerSpec
+    tracking: TrackingSpec
+    description: str = ""
+
+    def total_steps(self, n_train: int, batch_size: int | None) -> int:
+        """Updates in one trial at ``batch_size``: ``epochs * ceil(n_train / batch_size)``."""
+        return self.training.total_steps(n_train, batch_size)
+
+    def check_steps(self, n_train: int) -> None:
+        """Check warmup against the real number of updates, once the training set's size is known.
+
+        ``load_study`` can check ``warmup_steps < total steps`` only when a trial may train full batch (total =
+        epochs); mini-batch studies need ``n_train``, which the runner learns when it loads the data.
+
+        Raises:
+            ConfigError: some trial could draw ``warmup_steps >= epochs * steps_per_epoch``.
+        """
+        _check_warmup(self.path.as_posix(), self.search, self.training.epochs, n_train)
+
+
+def _check_warmup(file: str, search: SearchSpace, epochs: int, n_train: int | None) -> None:
+    """``warmup_steps < total steps`` for every batch size a trial can draw (the fewest steps is the bound)."""
+    warm = search.max_warmup_steps()
+    if warm is None:
+        return
+    options = search.batch_options()
+    if n_train is None:
+        if None not in options:
+            return  # mini-batch only: the bound needs n_train (StudySpec.check_steps)
+        total, how = epochs, f"training.epochs = {epochs} (full batch)"
+    else:
+        batch = max(options, key=lambda b: math.inf if b is None else b)
+        total = epochs * steps_per_epoch(n_train, batch)
+        shown = "full" if batch is None else batch
+        how = f"epochs x ceil(n_train / batch_size) = {epochs} x ceil({n_train} / {shown}) = {total}"
+    top, key = warm
+    if top >= total:
+        raise ConfigError(f"must be < the total number of steps, {how}.", file=file, key=key, value=top)

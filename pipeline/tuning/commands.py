@@ -1,0 +1,147 @@
+"""The commands beside `tune` that read or decorate a study: the LR range test, `lr: auto`, the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from pipeline import config
+from pipeline.core.arrays import Dataset
+from pipeline.errors import ConfigError
+from pipeline.study.experiment import (
+    RangeTestReport,
+    load_study_data,
+    run_range_test,
+)
+from pipeline.study.spec import StudySpec
+from pipeline.tuning.storage import load_existing_study, open_storage, trial_records
+
+
+def attach_artifact(study: optuna.Study, path: Path, storage: str | None) -> None:
+    """Attach a file to the study in Optuna's artifact store (beside a journal file, else studies/artifacts),
+    where optuna-dashboard started with ``--artifact-dir`` shows it.
+
+    A file of the same name attached earlier (the previous report) is overwritten in place, so re-running
+    ``report`` updates the study's pictures instead of piling up copies.
+    """
+    from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+
+    base = config.optuna_artifact_dir(storage)
+    base.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(base_path=str(base))
+    for meta in get_all_artifact_meta(study):
+        if meta.filename == path.name:
+            with open(path, "rb") as content:
+                store.write(meta.artifact_id, content)
+            return
+    upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+
+
+def lr_find(
+    spec: StudySpec, study: optuna.Study, data: Dataset, tracker, storage: str | None
+) -> tuple[RangeTestReport, Path]:
+    """Run the LR range test for the study, save its plot under reports/<study>/ and attach it to both stores."""
+    from pipeline.reports.plots import plot_lr_range_test, save
+
+    report = run_range_test(spec, data)
+    found = report.as_dict()
+    out = config.REPORTS_DIR / spec.name / "lr-find.png"
+    save(plot_lr_range_test(report, title=f"LR range test: {spec.name} ({report.optimizer})"), out)
+    study.set_user_attr("lr_find", found)
+    attach_artifact(study, out, storage)
+    if tracker is not None:
+        tracker.set_experiment_tags({f"lr_find.{k}": v for k, v in found.items() if v is not None})
+        tracker.log_artifact(out, artifact_path="lr-find")
+    return report, out
+
+
+def resolve_auto_lr(
+    spec: StudySpec, data: Dataset, study: optuna.Study, tracker, storage: str | None
+) -> StudySpec:
+    """``lr: auto``: search the range the LR range test recommends (recorded on the study and in MLflow).
+
+    A resumed study keeps the range it was first given, so that its trials stay comparable.
+    """
+    recorded = study.user_attrs.get("lr_range")
+    if recorded is None:
+        report, _ = lr_find(spec, study, data, tracker, storage)
+        low, high = report.suggestions.low, report.suggestions.high
+        study.set_user_attr("lr_range", [low, high])
+        if tracker is not None:
+            tracker.set_experiment_tags({"lr_range.low": low, "lr_range.high": high})
+    else:
+        low, high = recorded
+    return dataclasses.replace(spec, search=spec.search.with_lr_range(low, high))
+
+
+def spec_as_run(spec: StudySpec, study: optuna.Study) -> StudySpec:
+    """The spec with ``lr: auto`` replaced by the range the study actually searched (for replays)."""
+    if spec.search.lr_auto is None:
+        return spec
+    recorded = study.user_attrs.get("lr_range")
+    if recorded is None:
+        raise ConfigError(
+            f"study {spec.name!r} has lr: auto but no recorded lr_range; run `tune` (or `lr-find`) first.",
+            file=str(spec.path),
+            key="search.lr",
+        )
+    return dataclasses.replace(spec, search=spec.search.with_lr_range(*recorded))
+
+
+def param_importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances over complete trials; {} when they cannot be computed (too few trials,
+    a single distinct value, ...): a report without that picture beats no report."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2 or len({name for t in complete for name in t.params}) < 2:
+        return {}  # one parameter is trivially 100% important: no picture rather than a meaningless one
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}
+
+
+def study_report(
+    spec: StudySpec,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    out_dir: Path | None = None,
+) -> list[Path]:
+    """Write the study's plots under reports/<study>/, log them to MLflow and attach them to the Optuna study."""
+    from pipeline.reports.report import write_report
+    from pipeline.tracking import Tracker
+
+    study = load_existing_study(spec, storage)
+    spec = spec_as_run(spec, study)
+    out_dir = out_dir or config.REPORTS_DIR / spec.name
+    paths = write_report(spec, trial_records(study), out_dir, importances=param_importances(study))
+    if not paths:
+        return []
+    with Tracker(spec.name, tracking_uri=tracking_uri) as tracker:
+        for path in paths:
+            tracker.log_artifact(path, artifact_path="report")
+    for path in paths:
+        attach_artifact(study, path, storage)
+    return paths
+
+
+def lr_find_for(
+    spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None
+) -> tuple[RangeTestReport, Path]:
+    """``lr-find STUDY``: the range test on its own; the study is created (empty) when it does not exist yet,
+    so that the plot can be attached to it."""
+    from pipeline.tracking import Tracker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = load_study_data(spec)
+    study = optuna.create_study(
+        storage=open_storage(storage), study_name=spec.name, direction="minimize", load_if_exists=True
+    )
+    with Tracker(spec.name, tracking_uri=tracking_uri, tags={"study_file": str(spec.path)}) as tracker:
+        return lr_find(spec, study, data, tracker, storage)
