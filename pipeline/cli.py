@@ -1,6 +1,6 @@
 """Command line: ``python -m pipeline COMMAND STUDY [options]``.
 
-Thin on purpose: parse, call one function, print, exit with 0 (ok), 1 (nothing to report) or 2 (bad input).
+Thin on purpose: parse, call one function, print, exit with a code of ``pipeline.exitcodes.ExitCode``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pipeline import config
 from pipeline.errors import PipelineError
+from pipeline.exitcodes import ExitCode
 
-OK, NOTHING, BAD_INPUT = 0, 1, 2
+OK, NOTHING, BAD_INPUT = ExitCode.OK, ExitCode.NOTHING, ExitCode.BAD_INPUT
 
 
 def _int_at_least(low: int):
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted: finished trials are stored; the running one is marked FAIL", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     raise AssertionError(args.command)  # argparse only lets known commands through
 
 
@@ -114,6 +115,7 @@ def _load(args, **overrides):
 
 
 def _tune(args) -> int:
+    from pipeline.summary import render as render_summary
     from pipeline.tuning.run import run_study
 
     spec = _load(args, trials=args.trials, timeout=args.timeout)
@@ -127,8 +129,19 @@ def _tune(args) -> int:
         worker=args.worker,
         fail_stale_after=args.fail_stale_after * 3600 if args.fail_stale_after else None,
     )
-    print(format_summary(summary))
-    return 128 + summary.stopped_by_signal if summary.stopped_by_signal else OK
+    print(render_summary(summary))
+    return tune_exit_code(summary)
+
+
+def tune_exit_code(summary) -> int:
+    """0 ok; 3 some trials of this run failed; 1 the study has no complete trial; 128 + N stopped by signal N."""
+    if summary.stopped_by_signal:
+        return 128 + summary.stopped_by_signal
+    if summary.new_failed:
+        return ExitCode.TRIALS_FAILED
+    if summary.best is None:
+        return ExitCode.NOTHING
+    return OK
 
 
 def _best(args) -> int:
@@ -191,41 +204,4 @@ def format_lr_find(name: str, r, path) -> str:
         f"  search range       [{s.low:.4g}, {s.high:.4g}]   (lr: auto searches this range)",
         f"  plot               {path}",
     ]
-    return "\n".join(lines)
-
-
-def format_summary(s) -> str:
-    c = s.counts
-    total = sum(c.values())
-    lines = [
-        "",
-        f"study {s.study_name}: {s.new_trials} new trial(s) in {s.elapsed:.1f} s, {total} in all",
-        f"  storage       {s.storage}",
-        f"  mlflow        {s.tracking_uri or '(tracking off)'}  experiment {s.study_name!r}",
-        f"  complete      {c['complete']}",
-        f"  pruned        {c['pruned_diverged']} diverged, {c['pruned_underperforming']} underperforming",
-        f"  failed        {c['failed']}" + (f"  (first error: {s.first_error})" if s.first_error else ""),
-    ]
-    if s.stale_failed:
-        lines.append(f"  stale         {s.stale_failed} trial(s) left RUNNING by a killed worker marked FAIL")
-    if s.stopped_by_signal:
-        lines.append(f"  stopped       by signal {s.stopped_by_signal} after the trial that was running")
-    if c["running"]:
-        lines.append(f"  running       {c['running']} (other workers, or left by an interrupted run)")
-    if s.best is None:
-        lines.append("  best          none: no trial completed")
-    else:
-        b = s.best
-        lines.append(f"  best          trial {b['trial']}: loss {b['value']:.6g}")
-        width = max(len(k) for k in b["params"]) if b["params"] else 0
-        for key, value in b["params"].items():
-            shown = f"{value:.4g}" if isinstance(value, float) else value
-            lines.append(f"    {key:<{width}}  {shown}")
-        lines.append(f"  mlflow run    {b['mlflow_run_id']}")
-    artifacts = config.optuna_artifact_dir(s.storage)
-    lines.append(f"  browse        optuna-dashboard {s.storage} --artifact-dir {artifacts}")
-    if s.tracking_uri and s.tracking_uri.startswith(("http://", "https://")):
-        lines.append(f"                {s.tracking_uri} (MLflow server)")
-    elif s.tracking_uri:
-        lines.append(f"                mlflow ui --backend-store-uri {s.tracking_uri} --host 127.0.0.1")
     return "\n".join(lines)

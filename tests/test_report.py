@@ -17,9 +17,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.reports import plots
 from pipeline.core.models import MLP, LinearRegression
 from pipeline.errors import ConfigError
+from pipeline.reports import plots
 from pipeline.reports.report import (
     FILES,
     ReplayedTrial,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import math
+import os
 import signal
+import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -21,6 +22,7 @@ from pipeline.study.experiment import (
     load_study_data,
 )
 from pipeline.study.spec import StudySpec
+from pipeline.summary import RunSummary, StopReason, now_utc
 from pipeline.tuning.commands import resolve_auto_lr
 from pipeline.tuning.objective import Objective
 from pipeline.tuning.storage import _check_journal_file, best_trial_info, count_trials, open_storage
@@ -55,18 +57,8 @@ def _pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     return builders[name](**params)
 
 
-@dataclass
-class StudySummary:
-    study_name: str
-    storage: str
-    tracking_uri: str | None
-    new_trials: int
-    elapsed: float
-    counts: dict[str, int]  # complete, pruned_diverged, pruned_underperforming, failed, running (whole study)
-    best: dict | None
-    first_error: str | None = None
-    stopped_by_signal: int | None = None
-    stale_failed: int = 0
+# The run's summary lives in pipeline.summary (no Optuna there): this module fills it, the CLI renders it.
+StudySummary = RunSummary
 
 
 @contextlib.contextmanager
@@ -111,6 +103,13 @@ def fail_stale_trials(study: optuna.Study, older_than: float, tracker) -> int:
     return failed
 
 
+def _grid_left(spec: StudySpec, study: optuna.Study) -> int:
+    """Grid points a grid study has not finished yet."""
+    grid_size = math.prod(len(v) for v in spec.search.grid().values())
+    done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    return max(0, grid_size - done)
+
+
 def sampler_seed(seed: int, existing_trials: int, worker: int = 0) -> int:
     """The sampler's seed for a run that finds ``existing_trials`` in the study: the study's seed on a new study
     (reproducible), shifted by the trials already stored (a resumed study does not replay its start-up trials)
@@ -127,7 +126,7 @@ def run_study(
     progress: bool = True,
     worker: int = 0,
     fail_stale_after: float | None = None,
-) -> StudySummary:
+) -> RunSummary:
     """Create the study, or load it when it exists (resume: new trials add to it), and run its budget.
 
     ``worker``: this process's index when several processes share the study (same storage URL, on one machine
@@ -139,6 +138,7 @@ def run_study(
     from pipeline.tracking import Tracker  # the only MLflow contact, imported only when tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started_at = now_utc()
     # Everything that can be wrong with the input is found before anything is written: the data, the warmup
     # against the real number of updates, the MLflow store; only then the Optuna storage.
     data = load_study_data(spec)
@@ -163,6 +163,7 @@ def run_study(
         storage=backend, study_name=spec.name, direction="minimize", pruner=_pruner(spec), load_if_exists=True
     )
     existing = len(study.get_trials(deepcopy=False))
+    before = best_trial_info(study)
     study.sampler = _sampler(spec, sampler_seed(spec.seed, existing, worker))
     study.set_user_attr("study_file", str(spec.path))
     study.set_user_attr("dataset", data.source)
@@ -170,9 +171,8 @@ def run_study(
 
     n_trials = spec.budget.trials
     if spec.sampler.name == "grid":
-        grid_size = math.prod(len(v) for v in spec.search.grid().values())
-        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-        n_trials = max(0, grid_size - done) if n_trials is None else min(n_trials, max(0, grid_size - done))
+        left = _grid_left(spec, study)
+        n_trials = left if n_trials is None else min(n_trials, left)
 
     stale = fail_stale_trials(study, fail_stale_after, tracker) if fail_stale_after else 0
     if tracker is not None:
@@ -182,14 +182,17 @@ def run_study(
         spec = resolve_auto_lr(spec, data, study, tracker, storage_url)
     objective = Objective(spec, data, tracker, prune_underperforming=spec.pruner.name != "none")
     first_error: list[str] = []
+    failed_here = 0
     stopped: list[int] = []  # the signal that asked the study to stop, if any
     finished_here = 0  # this process's trials: other workers may add to the study meanwhile
 
     def on_trial_end(_study, trial):
-        nonlocal finished_here
+        nonlocal finished_here, failed_here
         finished_here += 1
-        if trial.state == TrialState.FAIL and not first_error:
-            first_error.append(str(trial.user_attrs.get("error", "see the log above")))
+        if trial.state == TrialState.FAIL:
+            failed_here += 1
+            if not first_error:
+                first_error.append(str(trial.user_attrs.get("error", "see the log above")))
         if stopped:  # a SIGTERM that came before the optimize loop could be told
             _study.stop()
 
@@ -209,7 +212,15 @@ def run_study(
         if tracker is not None:
             tracker.close()
     elapsed = time.perf_counter() - start
-    return StudySummary(
+    if stopped:
+        reason = StopReason.SIGNAL
+    elif spec.sampler.name == "grid" and _grid_left(spec, study) == 0:
+        reason = StopReason.EXHAUSTED
+    elif n_trials is not None and finished_here >= n_trials:
+        reason = StopReason.TRIALS
+    else:
+        reason = StopReason.DEADLINE
+    return RunSummary(
         study_name=spec.name,
         storage=storage_url,
         tracking_uri=tracker.tracking_uri if tracker else None,
@@ -220,4 +231,12 @@ def run_study(
         first_error=first_error[0] if first_error else None,
         stopped_by_signal=stopped[0] if stopped else None,
         stale_failed=stale,
+        stop_reason=reason,
+        best_before=before["value"] if before else None,
+        new_failed=failed_here,
+        started_at=started_at,
+        ended_at=now_utc(),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        worker=worker,
     )
