@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 STUDY ?= studies/diabetes-reference.yaml
 ARGS ?=
 
-.PHONY: help tune test lint bench lr-find report dashboard mlflow-ui lock clean
+.PHONY: help tune test test-fast lint bench lr-find report dashboard mlflow-ui lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml constraints.txt
 tune: $(STAMP) ## Run the study in STUDY (default studies/diabetes-reference.yaml); ARGS="--trials 20" etc.
 	$(PY) -m pipeline tune $(STUDY) $(ARGS)
 
-test: $(STAMP) ## Run the test suite
+test: $(STAMP) ## Run the whole test suite (what CI runs)
 	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP) ## Run the tests not marked slow (no Optuna/MLflow end to end): seconds, for iterating
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## Check style with ruff
 	$(VENV)/bin/ruff check pipeline tests

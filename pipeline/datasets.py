@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 from sklearn import datasets as skdatasets
 
-from pipeline.core.arrays import TASKS, Dataset, prepare
+from pipeline.core.arrays import Dataset, prepare
+from pipeline.core.names import BINARY, MULTICLASS, REGRESSION, TASKS
 from pipeline.errors import DataError
 
 # CSV task inference: an integer-valued numeric target with at most this many distinct values is read as class
@@ -115,11 +116,11 @@ def _bundled_arrays(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...],
 
 # dataset -> (task, target name); target names are what the scikit-learn docs say the target measures
 _BUNDLED: dict[str, tuple[str, str]] = {
-    "diabetes": ("regression", "disease_progression"),
-    "breast_cancer": ("binary", "diagnosis"),
-    "wine": ("multiclass", "cultivar"),
-    "digits": ("multiclass", "digit"),
-    "iris": ("multiclass", "species"),
+    "diabetes": (REGRESSION, "disease_progression"),
+    "breast_cancer": (BINARY, "diagnosis"),
+    "wine": (MULTICLASS, "cultivar"),
+    "digits": (MULTICLASS, "digit"),
+    "iris": (MULTICLASS, "species"),
 }
 
 
@@ -153,17 +154,17 @@ def _make_regression(
         bias=bias,
         random_state=seed,
     )
-    return _Raw(X, y, _columns(n_features), "y", "sklearn:make_regression", "regression")
+    return _Raw(X, y, _columns(n_features), "y", "sklearn:make_regression", REGRESSION)
 
 
 def _make_moons(seed: int, n_samples: int, noise: float):
     X, y = skdatasets.make_moons(n_samples=n_samples, noise=noise, random_state=seed)
-    return _Raw(X, y, _columns(2), "y", "sklearn:make_moons", "binary")
+    return _Raw(X, y, _columns(2), "y", "sklearn:make_moons", BINARY)
 
 
 def _make_circles(seed: int, n_samples: int, noise: float, factor: float):
     X, y = skdatasets.make_circles(n_samples=n_samples, noise=noise, factor=factor, random_state=seed)
-    return _Raw(X, y, _columns(2), "y", "sklearn:make_circles", "binary")
+    return _Raw(X, y, _columns(2), "y", "sklearn:make_circles", BINARY)
 
 
 def _make_line(seed: int, n_samples: int, noise: float):
@@ -171,19 +172,19 @@ def _make_line(seed: int, n_samples: int, noise: float):
     rng = np.random.default_rng(seed)
     x = rng.uniform(0.0, 2.0, size=n_samples)
     y = 2.0 * x + 1.0 + rng.normal(0.0, noise, size=n_samples)
-    return _Raw(x.reshape(-1, 1), y, ("x",), "y", "synthetic:line", "regression")
+    return _Raw(x.reshape(-1, 1), y, ("x",), "y", "synthetic:line", REGRESSION)
 
 
 def _numeric_example(seed: int):
     """The sources' worked example: x = 1, 2, 3, 4 and y = 3 x (no noise)."""
     x = np.array([1.0, 2.0, 3.0, 4.0])
-    return _Raw(x.reshape(-1, 1), 3.0 * x, ("x",), "y", "example:numeric_example", "regression")
+    return _Raw(x.reshape(-1, 1), 3.0 * x, ("x",), "y", "example:numeric_example", REGRESSION)
 
 
 def _single_sample(seed: int):
     """The sources' single-sample example: one row x = (28.1, 58.0) with target 165."""
     X = np.array([[28.1, 58.0]])
-    return _Raw(X, np.array([165.0]), ("x1", "x2"), "y", "example:single_sample", "regression")
+    return _Raw(X, np.array([165.0]), ("x1", "x2"), "y", "example:single_sample", REGRESSION)
 
 
 @dataclass(frozen=True)
@@ -325,20 +326,20 @@ def _resolve_target(raw: _Raw, task: str | None) -> tuple[str, np.ndarray, tuple
         )
 
     task = task or raw.task
-    if task == "regression":
+    if task == REGRESSION:
         values = _numeric_column(pd.Series(y), where, col, "target") if not numeric else y.astype(np.float64)
-        return "regression", values, ()
+        return REGRESSION, values, ()
 
     labels, codes = np.unique(y if y.dtype.kind in "biuf" else y.astype(str), return_inverse=True)
     k = len(labels)
     if task is None:  # infer (CSV)
         integral = numeric and bool(np.all(np.mod(y, 1) == 0))
         if k == 2 or (k > 2 and not numeric):
-            task = "binary" if k == 2 else "multiclass"
+            task = BINARY if k == 2 else MULTICLASS
         elif k > 2 and integral and k <= MAX_INFERRED_CLASSES:
-            task = "multiclass"
+            task = MULTICLASS
         elif k > 2:
-            task = "regression"
+            task = REGRESSION
             return task, y.astype(np.float64), ()
     if k < 2:
         value = labels.tolist()[0] if k else None
@@ -346,7 +347,7 @@ def _resolve_target(raw: _Raw, task: str | None) -> tuple[str, np.ndarray, tuple
             f"{where}: column {col!r}: a single class ({value!r}) in all {len(y)} rows; classification "
             "needs at least 2 classes."
         )
-    if task == "binary" and k != 2:
+    if task == BINARY and k != 2:
         raise DataError(
             f"{where}: column {col!r}: task 'binary' needs exactly 2 classes, found {k}: "
             f"{_preview(labels)}. Use task='multiclass'."
@@ -465,7 +466,7 @@ def load_dataset(
 
     _check_finite(raw.X, raw)
     task, y, classes = _resolve_target(raw, task)
-    classification = task != "regression"
+    classification = task != REGRESSION
 
     if val_fraction is None:
         val_fraction = 0.0 if name in ("numeric_example", "single_sample") else 0.2

@@ -163,6 +163,7 @@ def test_errors_found_when_the_data_is_loaded_write_nothing(tmp_path, capsys, ch
     assert sorted(tmp_path.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_bad_tracking_uri_exits_2_and_writes_nothing(tmp_path, capsys):
     study = write(tmp_path, REFERENCE)
     before = sorted(tmp_path.iterdir())
@@ -225,6 +226,7 @@ def test_bad_command_line_exits_2_through_argparse(capsys, argv):
 # ----------------------------------------------------------------------------------------------- best
 
 
+@pytest.mark.slow
 def test_best_prints_the_best_complete_trial(e2e_store, diverge):
     run = e2e_store.cli("best", str(diverge.path))
 
@@ -237,12 +239,14 @@ def test_best_prints_the_best_complete_trial(e2e_store, diverge):
     assert shown["mlflow_run_id"] == best.user_attrs["mlflow_run_id"]
 
 
+@pytest.mark.slow
 def test_tune_summary_names_the_best_trial_and_its_run(e2e_store, diverge):
     best = e2e_store.study(diverge.name).best_trial
     assert f"best          trial {best.number}:" in diverge.second.out
     assert best.user_attrs["mlflow_run_id"] in diverge.second.out
 
 
+@pytest.mark.slow
 def test_best_exits_1_when_no_trial_completed(e2e_store, all_diverge):
     run = e2e_store.cli("best", str(all_diverge))
 
@@ -254,6 +258,7 @@ def test_best_exits_1_when_no_trial_completed(e2e_store, all_diverge):
     )
 
 
+@pytest.mark.slow
 def test_best_exits_2_for_a_study_not_in_the_storage(e2e_store, tmp_path, capsys, diverge):
     # `diverge` only makes sure the storage exists and holds other studies.
     study = tmp_path / "never.yaml"

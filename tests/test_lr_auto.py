@@ -15,6 +15,8 @@ from mlflow import MlflowClient
 from pipeline import config
 from pipeline.datasets import load_dataset
 
+pytestmark = pytest.mark.slow  # real processes, Optuna and MLflow end to end
+
 PNG = b"\x89PNG\r\n\x1a\n"
 AUTO_TRIALS, AUTO_EPOCHS = 6, 60
 

@@ -19,7 +19,10 @@ from optuna.trial import TrialState
 from pipeline.datasets import load_dataset
 
 # MLflow's own SQLAlchemy models trigger this deprecation when the store opens; nothing we can change.
-pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
+pytestmark = [
+    pytest.mark.slow,  # Optuna and MLflow end to end against real stores
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated"),
+]
 
 DIVERGENCE_FACTOR = 10.0  # training.divergence_factor of studies/diabetes-reference.yaml
 # Values written by different but equivalent NumPy expressions (X w + b vs [X 1] w): equal to rounding.

@@ -19,7 +19,10 @@ from pipeline.errors import ConfigError
 from pipeline.tracking import Tracker, find_run, local_artifact_root
 
 # MLflow's own SQLAlchemy models trigger this deprecation when the store opens; nothing we can change.
-pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
+pytestmark = [
+    pytest.mark.slow,  # Optuna and MLflow end to end against real stores
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated"),
+]
 
 EXPERIMENT = "test study"
 EPOCHS = 5

@@ -16,6 +16,8 @@ import pytest
 from conftest import study_yaml
 from mlflow import MlflowClient
 
+pytestmark = pytest.mark.slow  # real processes, Optuna and MLflow end to end
+
 WORKERS, TRIALS_EACH, EPOCHS = 2, 6, 40
 PG = "postgresql://postgres@127.0.0.1"
 

@@ -1,6 +1,6 @@
 """Arrays ready for the models: a seeded train/validation split and standardisation fitted on the training rows.
 
-Pure NumPy (and scikit-learn's stratified splitter): no files, no printing, no global random state. The loaders
+Pure NumPy: no files, no printing, no global random state. The loaders
 that produce the raw arrays live in :mod:`pipeline.datasets`.
 
     x' = (x - mean_train) / std_train        (population std, ddof=0, per feature column)
@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.core.names import REGRESSION
 from pipeline.errors import DataError
-
-TASKS: tuple[str, ...] = ("regression", "binary", "multiclass")
 
 
 @dataclass(
@@ -104,12 +103,53 @@ def _split(
                 f"{source}: column {target_name!r}: class {rare} has only {counts[rare]} row; a "
                 "stratified split needs at least 2 rows per class (or use val_fraction=0)."
             )
-    from sklearn.model_selection import train_test_split  # imported here: only a split needs scikit-learn
+    rng = np.random.RandomState(seed)  # noqa: NPY002  (the legacy generator scikit-learn's split draws from)
+    if codes is None:
+        return _shuffle_split(n, n_train, n_val, rng)
+    return _stratified_split(codes, n_train, n_val, rng)
 
-    train_idx, val_idx = train_test_split(
-        np.arange(n), test_size=n_val, train_size=n_train, random_state=seed, shuffle=True, stratify=codes
-    )
-    return train_idx, val_idx
+
+# The two splits below draw exactly what scikit-learn 1.x's train_test_split(shuffle=True, random_state=seed)
+# draws (ShuffleSplit, and StratifiedShuffleSplit with its _approximate_mode), so studies tuned before the core
+# stopped importing scikit-learn replay the same rows; tests/test_arrays.py holds them to scikit-learn's output.
+
+
+def _shuffle_split(n: int, n_train: int, n_val: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    permutation = rng.permutation(n)
+    return permutation[n_val : n_val + n_train], permutation[:n_val]
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng) -> np.ndarray:
+    """Rows drawn per class: the floor of each class's share of ``n_draws``, then one more for the classes
+    with the largest remainders (ties broken at random) until ``n_draws`` rows are drawn."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            floored[rng.choice(inds, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
+
+
+def _stratified_split(codes: np.ndarray, n_train: int, n_val: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Each class split in proportion to its size (within one row), rows of a class drawn at random."""
+    _, y_indices, class_counts = np.unique(codes, return_inverse=True, return_counts=True)
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_val, rng)
+    train: list = []
+    val: list = []
+    for i, rows in enumerate(class_indices):
+        shuffled = rows.take(rng.permutation(class_counts[i]), mode="clip")
+        train.extend(shuffled[: n_i[i]])
+        val.extend(shuffled[n_i[i] : n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(val)
 
 
 def _fit_scale(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +193,7 @@ def prepare(
 
     ``y`` is float for regression, int codes 0..k-1 for classification (``classes[k]`` the original label).
     """
-    classification = task != "regression"
+    classification = task != REGRESSION
     train_idx, val_idx = _split(
         X.shape[0], source, target_name, y if classification else None, val_fraction, seed
     )

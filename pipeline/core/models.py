@@ -30,9 +30,9 @@ from numbers import Integral
 import numpy as np
 from scipy.special import expit
 
+from pipeline.core.names import BINARY, MULTICLASS, REGRESSION, TASKS
 from pipeline.errors import ConfigError
 
-TASKS = ("regression", "binary", "multiclass")
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
 
 
@@ -56,9 +56,9 @@ def _check_choice(owner: str, name: str, value, choices: tuple[str, ...]) -> str
 
 def _check_n_classes(owner: str, task: str, n_classes) -> int:
     """multiclass needs k >= 2 outputs; regression has no classes (0); binary may say 0 or 2."""
-    if task == "multiclass":
+    if task == MULTICLASS:
         return _check_int(owner, "n_classes", n_classes, low=2)
-    allowed = (0, 2) if task == "binary" else (0,)
+    allowed = (0, 2) if task == BINARY else (0,)
     if isinstance(n_classes, bool) or not isinstance(n_classes, Integral) or n_classes not in allowed:
         text = " or ".join(map(str, allowed))
         raise ConfigError(
@@ -141,10 +141,10 @@ class Model(ABC):
     def loss_unguarded(self, params: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
         """:meth:`loss` without its np.errstate (a few microseconds), for loops that suppress warnings once."""
         z = self._output(params, X)
-        if self.task == "regression":
+        if self.task == REGRESSION:
             r = z - y
             return float(r @ r) / r.shape[0]
-        if self.task == "binary":
+        if self.task == BINARY:
             return _bce_loss(z, y)
         return _softmax_ce(z, _as_labels(y), grad=False)[0]
 
@@ -152,15 +152,15 @@ class Model(ABC):
         """Regression: the predicted values; classification: the predicted class labels (int)."""
         with np.errstate(over="ignore", invalid="ignore"):
             z = self._output(params, X)
-        if self.task == "regression":
+        if self.task == REGRESSION:
             return z
-        if self.task == "binary":
+        if self.task == BINARY:
             return (z > 0).astype(np.intp)  # sigmoid(z) > 1/2
         return np.argmax(z, axis=1)
 
     def accuracy(self, params: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
         """The fraction of rows whose predicted label equals y (classification only)."""
-        if self.task == "regression":
+        if self.task == REGRESSION:
             raise ValueError(f"accuracy is defined for classification only; {self!r} has task 'regression'.")
         return float(np.mean(self.predict(params, X) == np.asarray(y)))
 
@@ -235,7 +235,7 @@ class LinearRegression(_LinearModel):
     ``dL/dw = 2/n X^T r``, ``dL/db = 2/n sum(r)``. params = [w_1..w_d, b], zeros at init.
     """
 
-    task = "regression"
+    task = REGRESSION
 
     def loss_and_grad(self, params: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         # The hot path of every diabetes trial (300 epochs x many trials): a handful of NumPy calls.
@@ -255,7 +255,7 @@ class LogisticRegression(_LinearModel):
     params = [w_1..w_d, b], zeros at init (loss log 2).
     """
 
-    task = "binary"
+    task = BINARY
 
     def loss_and_grad(self, params: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         loss, dz = _bce(self._output(params, X), y)
@@ -269,7 +269,7 @@ class SoftmaxRegression(_LinearModel):
     ``dL/dW = X^T dL/dZ``, ``dL/db = sum over rows``. params = [W row-major, b], zeros at init (loss log k).
     """
 
-    task = "multiclass"
+    task = MULTICLASS
 
     def __init__(self, n_features: int, n_classes: int):
         self.n_classes = self.n_outputs = _check_int("SoftmaxRegression", "n_classes", n_classes, low=2)
@@ -315,7 +315,7 @@ class MLP(Model):
         self.activation = _check_choice("MLP", "activation", activation, ACTIVATIONS)
         self.task = _check_choice("MLP", "task", task, TASKS)
         self.n_classes = _check_n_classes("MLP", self.task, n_classes)
-        self.n_outputs = self.n_classes if self.task == "multiclass" else 1
+        self.n_outputs = self.n_classes if self.task == MULTICLASS else 1
         d, h, o = self.n_features, self.hidden, self.n_outputs
         # Slices of the flat vector: W1, b1, W2, b2.
         self._cuts = np.cumsum([0, d * h, h, h * o, o])
@@ -363,17 +363,17 @@ class MLP(Model):
         p = self._views(params)
         Z = self._hidden(p, X)[1] @ p["W2"]
         Z += p["b2"]
-        return Z if self.task == "multiclass" else Z[:, 0]
+        return Z if self.task == MULTICLASS else Z[:, 0]
 
     def loss_and_grad(self, params: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         p = self._views(params)
         A, H = self._hidden(p, X)
         Z = H @ p["W2"]
         Z += p["b2"]
-        if self.task == "multiclass":
+        if self.task == MULTICLASS:
             loss, dZ = _softmax_ce(Z, _as_labels(y))
         else:
-            loss, dz = (_mse if self.task == "regression" else _bce)(Z[:, 0], y)
+            loss, dz = (_mse if self.task == REGRESSION else _bce)(Z[:, 0], y)
             dZ = dz[:, None]
         grad = np.empty(self.n_params)
         g = self._views(grad)
@@ -405,9 +405,9 @@ MODELS: dict[str, type[Model]] = {
 }
 # The task each fixed-task model solves; "mlp" solves all three.
 MODEL_TASKS: dict[str, tuple[str, ...]] = {
-    "linear": ("regression",),
-    "logistic": ("binary",),
-    "softmax": ("multiclass",),
+    "linear": (REGRESSION,),
+    "logistic": (BINARY,),
+    "softmax": (MULTICLASS,),
     "mlp": TASKS,
 }
 # Architecture parameters a study may set per model (besides n_features, task, n_classes).

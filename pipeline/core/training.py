@@ -18,9 +18,8 @@ import numpy as np
 
 from pipeline.core.arrays import Dataset
 from pipeline.core.models import Model
+from pipeline.core.names import COMPLETED, DIVERGED, REGRESSION, STOPPED
 from pipeline.core.optimizers import Optimizer
-
-COMPLETED, DIVERGED, STOPPED = "completed", "diverged", "stopped"
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ def train(
     if batch_size is not None and batch_size >= n:
         batch_size = None
     has_val = len(y_val) > 0
-    classification = model.task != "regression"
+    classification = model.task != REGRESSION
     observe = getattr(schedule, "observe", None)
 
     train_curve = np.full(epochs, np.nan)

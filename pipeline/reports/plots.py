@@ -26,8 +26,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
-COMPLETE, DIVERGED, PRUNED = "complete", "diverged", "pruned"
-KINDS = (COMPLETE, DIVERGED, PRUNED)
+from pipeline.core.names import COMPLETE, DIVERGED, PRUNED, TRIAL_KINDS
+
+KINDS = TRIAL_KINDS
 LR_CMAP = "viridis"
 DIVERGED_COLOR = "tab:red"
 PRUNED_COLOR = "0.55"

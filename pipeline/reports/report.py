@@ -26,13 +26,12 @@ from pipeline.core.arrays import Dataset
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.study.experiment import ReplaySuggester, TrialRecord, build_model_for, load_study_data, replay
 from pipeline.core.models import Model
-from pipeline.reports.plots import COMPLETE, DIVERGED, PRUNED
+from pipeline.core.names import BINARY, COMPLETE, COMPLETED, DIVERGED, MULTICLASS, PRUNE_DIVERGED, PRUNED, REGRESSION
 from pipeline.study.spec import StudySpec
 from pipeline.study.space import TrialSettings
-from pipeline.core.training import COMPLETED, TrainResult
-from pipeline.core.training import DIVERGED as TRAIN_DIVERGED
+from pipeline.core.training import TrainResult
 
-LOSS_NAMES = {"regression": "MSE", "binary": "cross-entropy", "multiclass": "cross-entropy"}
+LOSS_NAMES = {REGRESSION: "MSE", BINARY: "cross-entropy", MULTICLASS: "cross-entropy"}
 # Replays run the same NumPy code on the same data; only a different BLAS could move the last digits.
 REPLAY_RTOL, REPLAY_ATOL = 1e-6, 1e-12
 MAX_COMPARE = 6  # panels in the compare plots when a study has more learning rates than that
@@ -81,7 +80,7 @@ def trial_kind(record: TrialRecord) -> str | None:
     if record.state == "COMPLETE":
         return COMPLETE
     if record.state == "PRUNED":
-        if record.prune_reason == "diverged" or (
+        if record.prune_reason == PRUNE_DIVERGED or (
             record.prune_reason is None and record.diverged_epoch is not None
         ):
             return DIVERGED
@@ -155,7 +154,7 @@ def replay_discrepancies(record: TrialRecord, result: TrainResult, kind: str | N
         elif not np.isclose(monitored[epoch], recorded, rtol=REPLAY_RTOL, atol=REPLAY_ATOL):
             problems.append(f"epoch {epoch}: recorded loss {recorded:.6g}, replay {monitored[epoch]:.6g}")
     if kind == DIVERGED:
-        if result.status != TRAIN_DIVERGED:
+        if result.status != DIVERGED:
             problems.append(f"the trial diverged but the replay ended with: {result.reason}")
         elif record.diverged_epoch is not None and record.diverged_epoch != result.diverged_epoch:
             problems.append(

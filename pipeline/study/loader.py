@@ -33,10 +33,10 @@ from typing import Any
 
 import yaml
 
+from pipeline.core.names import MULTICLASS, TASKS
 from pipeline.errors import _MISSING, ConfigError
 from pipeline.study.space import (
     _PROBE_LR,
-    DATA_TASKS,
     DEFAULT_REPORT_POINTS,
     DEFAULT_TRIALS,
     INT_PARAMS,
@@ -318,7 +318,7 @@ class _Reader:
         if not path.is_file():
             raise self.error(f"file not found ({path}).", "data.path", given)
         target = self.string(sec["target"], "data.target")
-        task = self.string(sec["task"], "data.task", DATA_TASKS, "task") if "task" in sec else None
+        task = self.string(sec["task"], "data.task", TASKS, "task") if "task" in sec else None
         columns = self._csv_header(path, given)
         if target not in columns:
             raise self.error(
@@ -354,7 +354,7 @@ class _Reader:
                 name,
             )
         task = task or MODEL_TASKS[name][0]
-        classes = 3 if task == "multiclass" else 0  # any valid count: the parameters do not depend on it
+        classes = 3 if task == MULTICLASS else 0  # any valid count: the parameters do not depend on it
         self.check_with_factory(
             lambda kv: build_model(name, n_features=2, task=task, n_classes=classes, **kv),
             {k: Fixed(v) for k, v in params.items()},

@@ -66,7 +66,6 @@ LR_RAMPS = ("exponential", "linear", "segments")
 # Factors near 1 act through 1 - x (beta2 = 0.999 averages over ~1000 steps, 0.99 over ~100): a log scale on the
 # factor itself would spend its samples near the low end, so these are searched as {one_minus: {...}}.
 NEAR_ONE_PARAMS = frozenset({"gamma", "beta", "beta1", "beta2", "rho"})
-DATA_TASKS = ("regression", "binary", "multiclass")
 DEFAULT_TRIALS = 100
 DEFAULT_REPORT_POINTS = 50
 # A learning rate handed to schedule factories when checking their other parameters at load time; the factories

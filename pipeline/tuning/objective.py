@@ -14,13 +14,12 @@ import numpy as np
 import optuna
 
 from pipeline.core.arrays import Dataset
-from pipeline.core.training import DIVERGED, EpochRecord, TrainResult
+from pipeline.core.names import DIVERGED, PRUNE_DIVERGED, PRUNE_UNDERPERFORMING
+from pipeline.core.training import EpochRecord, TrainResult
 from pipeline.study.experiment import (
     run_settings,
 )
 from pipeline.study.spec import StudySpec
-
-PRUNE_DIVERGED, PRUNE_UNDERPERFORMING = "diverged", "underperforming"
 
 
 class _OptunaSuggester:

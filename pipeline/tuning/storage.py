@@ -9,12 +9,12 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from pipeline import config
+from pipeline.core.names import PRUNE_DIVERGED, PRUNE_UNDERPERFORMING
 from pipeline.errors import ConfigError
 from pipeline.study.experiment import (
     TrialRecord,
 )
 from pipeline.study.spec import StudySpec
-from pipeline.tuning.objective import PRUNE_DIVERGED, PRUNE_UNDERPERFORMING
 
 
 def _check_journal_file(path: Path) -> None:
