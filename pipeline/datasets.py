@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import pandas as pd
 from sklearn import datasets as skdatasets
 
 from pipeline.core.arrays import Dataset, prepare
+from pipeline.core.checks import ArgumentError, check_bool, check_float, check_int
 from pipeline.core.names import BINARY, MULTICLASS, REGRESSION, TASKS
 from pipeline.errors import DataError
 
@@ -63,37 +63,28 @@ class _Raw:
 # Parameter validation (sklearn-style messages)
 
 
-def _bad(param: str, owner: str, expected: str, value: Any) -> DataError:
-    return DataError(f"The '{param}' parameter of {owner} must be {expected}. Got {value!r} instead.")
+class DataArgumentError(ArgumentError, DataError):
+    """A bad argument of a data loader: the core's one message shape, and a DataError (exit 2 at the CLI)."""
 
 
-def _check_int(param: str, owner: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise _bad(param, owner, f"an int >= {low}", value)
-    return int(value)
+def _positive_int(param, owner, value):
+    return check_int(value, param, owner, low=1, error=DataArgumentError)
 
 
-def _check_float(
-    param: str, owner: str, value: Any, low: float | None = None, high: float | None = None
-) -> float:
-    """A finite real number in [low, high) (either bound optional)."""
-    expected = "a finite float"
-    if low is not None and high is not None:
-        expected = f"a float in [{low}, {high})"
-    elif low is not None:
-        expected = f"a float >= {low}"
-    ok = not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
-    ok = ok and math.isfinite(value)
-    ok = ok and (low is None or value >= low) and (high is None or value < high)
-    if not ok:
-        raise _bad(param, owner, expected, value)
-    return float(value)
+def _non_negative(param, owner, value):
+    return check_float(value, param, owner, low=0.0, error=DataArgumentError)
 
 
-def _check_flag(param: str, value: Any) -> bool | None:
-    if value is not None and not isinstance(value, bool | np.bool_):
-        raise _bad(param, "load_dataset", "a bool or None", value)
-    return None if value is None else bool(value)
+def _any_float(param, owner, value):
+    return check_float(value, param, owner, error=DataArgumentError)
+
+
+def _fraction(param, owner, value):
+    return check_float(value, param, owner, low=0.0, high=1.0, high_open=True, error=DataArgumentError)
+
+
+def _optional_positive_int(param, owner, value):
+    return None if value is None else _positive_int(param, owner, value)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -143,7 +134,7 @@ def _make_regression(
         n_informative = n_features
     elif n_informative > n_features:
         # make_regression would silently clamp it
-        raise _bad(
+        raise DataArgumentError(
             "n_informative", "dataset 'regression'", f"an int in [1, n_features={n_features}]", n_informative
         )
     X, y = skdatasets.make_regression(
@@ -195,18 +186,6 @@ class _Generator:
     raw_by_default: bool = False  # the sources' examples: no split/standardisation unless asked
 
 
-def _positive_int(param, owner, value):
-    return _check_int(param, owner, value, 1)
-
-
-def _non_negative(param, owner, value):
-    return _check_float(param, owner, value, low=0.0)
-
-
-def _optional_positive_int(param, owner, value):
-    return None if value is None else _check_int(param, owner, value, 1)
-
-
 _GENERATORS: dict[str, _Generator] = {
     "regression": _Generator(
         _make_regression,
@@ -216,7 +195,7 @@ _GENERATORS: dict[str, _Generator] = {
             "n_features": _positive_int,
             "n_informative": _optional_positive_int,
             "noise": _non_negative,
-            "bias": _check_float,
+            "bias": _any_float,
         },
     ),
     "moons": _Generator(
@@ -228,7 +207,7 @@ _GENERATORS: dict[str, _Generator] = {
         {
             "n_samples": _positive_int,
             "noise": _non_negative,
-            "factor": lambda p, o, v: _check_float(p, o, v, low=0.0, high=1.0),
+            "factor": _fraction,
         },
     ),
     "line": _Generator(
@@ -414,12 +393,16 @@ def load_dataset(
         raise DataError(f"Unknown dataset {name!r}.{hint} Valid names: {', '.join(DATASETS)}.")
     owner = f"dataset {name!r}"
     if task is not None and task not in TASKS:
-        raise _bad("task", owner, f"one of {', '.join(TASKS)} or None", task)
+        raise DataArgumentError("task", owner, f"one of {', '.join(TASKS)} or None", task)
     if val_fraction is not None:
-        val_fraction = _check_float("val_fraction", owner, val_fraction, low=0.0, high=1.0)
-    seed = _check_int("seed", owner, seed, 0)
-    standardize = _check_flag("standardize", standardize)
-    standardize_target = _check_flag("standardize_target", standardize_target)
+        val_fraction = _fraction("val_fraction", owner, val_fraction)
+    seed = check_int(seed, "seed", owner, low=0, error=DataArgumentError)
+    standardize = check_bool(
+        standardize, "standardize", "load_dataset", none_ok=True, error=DataArgumentError
+    )
+    standardize_target = check_bool(
+        standardize_target, "standardize_target", "load_dataset", none_ok=True, error=DataArgumentError
+    )
 
     if name == "csv":
         if path is None or target is None:
@@ -428,9 +411,9 @@ def load_dataset(
                 f"target={target!r}."
             )
         if not isinstance(path, str | os.PathLike):
-            raise _bad("path", owner, "a str or path", path)
+            raise DataArgumentError("path", owner, "a str or path", path)
         if not isinstance(target, str):
-            raise _bad("target", owner, "a str (a column name)", target)
+            raise DataArgumentError("target", owner, "a str (a column name)", target)
         if generator_params:
             raise DataError(
                 f"Dataset 'csv' takes no generator parameters. Got {sorted(generator_params)} instead."

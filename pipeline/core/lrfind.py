@@ -39,47 +39,17 @@ import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 import numpy as np
 
 from pipeline.core.arrays import Dataset
+from pipeline.core.checks import ArgumentError, check_float, check_int
 from pipeline.core.models import Model
 from pipeline.core.optimizers import Optimizer
 from pipeline.core.schedules import _Schedule, exponential_ramp, linear_ramp
 
 MODES: tuple[str, ...] = ("exponential", "linear")
 MIN_CURVE_POINTS = 3  # suggest needs a slope on both sides of a point and a decrease to look at
-
-
-# ---------------------------------------------------------------------------------------------- validation
-
-
-def _shown(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _bad(name: str, where: str, expected: str, value) -> ValueError:
-    return ValueError(f"The {name!r} parameter of {where} must be {expected}. Got {_shown(value)!r} instead.")
-
-
-def _check_float(
-    value, name: str, where: str, *, low: float, low_open: bool = True, high=None, inf_ok=False
-) -> float:
-    """A real number (finite unless inf_ok) in (low, high) / [low, high); returns it as a float."""
-    ok = isinstance(value, Real) and not isinstance(value, bool | np.bool_) and not math.isnan(value)
-    ok = ok and (math.isfinite(value) or (inf_ok and value == math.inf))
-    ok = ok and (value > low if low_open else value >= low) and (high is None or value < high)
-    if not ok:
-        bounds = f"{'>' if low_open else '>='} {low:g}" if high is None else f"in [{low:g}, {high:g})"
-        raise _bad(name, where, f"a {'' if inf_ok else 'finite '}float {bounds}", value)
-    return float(value)
-
-
-def _check_int(value, name: str, where: str, *, low: int) -> int:
-    if not isinstance(value, Integral) or isinstance(value, bool | np.bool_) or value < low:
-        raise _bad(name, where, f"an int >= {low}", value)
-    return int(value)
 
 
 # -------------------------------------------------------------------------------------------------- ramps
@@ -105,16 +75,16 @@ def segments_ramp(
         ``(schedule, total_steps)``, ready for ``range_test(..., ramp=...)``.
     """
     where = "segments_ramp"
-    start_lr = _check_float(start_lr, "start_lr", where, low=0.0)
-    step_lr = _check_float(step_lr, "step_lr", where, low=0.0)
-    iterations_per_value = _check_int(iterations_per_value, "iterations_per_value", where, low=1)
-    end_lr = _check_float(end_lr, "end_lr", where, low=0.0)
+    start_lr = check_float(start_lr, "start_lr", where, low=0, low_open=True)
+    step_lr = check_float(step_lr, "step_lr", where, low=0, low_open=True)
+    iterations_per_value = check_int(iterations_per_value, "iterations_per_value", where, low=1)
+    end_lr = check_float(end_lr, "end_lr", where, low=0, low_open=True)
     if not end_lr > start_lr:
-        raise _bad("end_lr", where, f"a float > start_lr = {start_lr!r}", end_lr)
+        raise ArgumentError("end_lr", where, f"a float > start_lr = {start_lr!r}", end_lr)
     increments = (end_lr - start_lr) / step_lr
     k = round(increments)
     if k < 1 or abs(increments - k) > 1e-9 * max(1.0, increments):
-        raise _bad(
+        raise ArgumentError(
             "end_lr",
             where,
             f"start_lr + k * step_lr for a whole k >= 1 (start_lr={start_lr!r}, step_lr={step_lr!r}; "
@@ -169,8 +139,8 @@ class RangeTestResult:
 
 def _check_ramp(ramp) -> tuple[Callable[[int], float], int]:
     if not (isinstance(ramp, tuple | list) and len(ramp) == 2 and callable(ramp[0])):
-        raise _bad("ramp", "range_test", "None or a (schedule, total_steps) pair", ramp)
-    return ramp[0], _check_int(ramp[1], "ramp[1] (total_steps)", "range_test", low=2)
+        raise ArgumentError("ramp", "range_test", "None or a (schedule, total_steps) pair", ramp)
+    return ramp[0], check_int(ramp[1], "ramp[1] (total_steps)", "range_test", low=2)
 
 
 def range_test(
@@ -222,24 +192,24 @@ def range_test(
     """
     where = "range_test"
     if not isinstance(data, Dataset):
-        raise _bad("data", where, "a pipeline.core.arrays.Dataset", type(data).__name__)
+        raise ArgumentError("data", where, "a pipeline.core.arrays.Dataset", type(data).__name__)
     if ramp is None:
-        start_lr = _check_float(start_lr, "start_lr", where, low=0.0)
-        end_lr = _check_float(end_lr, "end_lr", where, low=0.0)
+        start_lr = check_float(start_lr, "start_lr", where, low=0, low_open=True)
+        end_lr = check_float(end_lr, "end_lr", where, low=0, low_open=True)
         if not start_lr < end_lr:
-            raise _bad("end_lr", where, f"a float > start_lr = {start_lr!r}", end_lr)
-        steps = _check_int(steps, "steps", where, low=2)
+            raise ArgumentError("end_lr", where, f"a float > start_lr = {start_lr!r}", end_lr)
+        steps = check_int(steps, "steps", where, low=2)
         if mode not in MODES:
-            raise _bad("mode", where, f"one of {', '.join(map(repr, MODES))}", mode)
+            raise ArgumentError("mode", where, f"one of {', '.join(map(repr, MODES))}", mode)
         schedule = (exponential_ramp if mode == "exponential" else linear_ramp)(start_lr, end_lr, steps)
         total = steps
     else:
         schedule, total = _check_ramp(ramp)
     if batch_size is not None:
-        batch_size = _check_int(batch_size, "batch_size", where, low=1)
-    seed = _check_int(seed, "seed", where, low=0)
-    stop_factor = _check_float(stop_factor, "stop_factor", where, low=1.0, inf_ok=True)
-    beta = _check_float(beta, "beta", where, low=0.0, low_open=False, high=1.0)
+        batch_size = check_int(batch_size, "batch_size", where, low=1)
+    seed = check_int(seed, "seed", where, low=0)
+    stop_factor = check_float(stop_factor, "stop_factor", where, low=1, low_open=True, inf_ok=True)
+    beta = check_float(beta, "beta", where, low=0, high=1, high_open=True)
 
     rng = np.random.default_rng(seed)
     if params is None:
@@ -247,7 +217,7 @@ def range_test(
     else:
         params = np.array(params, dtype=np.float64)  # a copy: the caller's vector is left alone
         if params.shape != (model.n_params,) or not np.isfinite(params).all():
-            raise _bad(
+            raise ArgumentError(
                 "params",
                 where,
                 f"a finite float vector of shape ({model.n_params},)",
@@ -404,11 +374,11 @@ def suggest_from_curve(lrs, smoothed, *, diverged_lr: float | None = None) -> Su
     lrs = np.asarray(lrs, dtype=np.float64)
     smoothed = np.asarray(smoothed, dtype=np.float64)
     if lrs.ndim != 1 or smoothed.shape != lrs.shape:
-        raise _bad(
+        raise ArgumentError(
             "smoothed", where, f"a 1-D array of the shape of lrs {lrs.shape}", f"shape {smoothed.shape}"
         )
     if not (np.isfinite(lrs).all() and (lrs > 0).all() and (np.diff(lrs) >= 0).all()):
-        raise _bad("lrs", where, "finite, > 0 and non-decreasing", lrs)
+        raise ArgumentError("lrs", where, "finite, > 0 and non-decreasing", lrs)
     bad = np.flatnonzero(~np.isfinite(smoothed))
     if bad.size:
         lrs, smoothed = lrs[: bad[0]], smoothed[: bad[0]]
@@ -433,9 +403,11 @@ def suggest_from_curve(lrs, smoothed, *, diverged_lr: float | None = None) -> Su
     if diverged_lr is None:
         high = lr_at_min
     else:
-        high = _check_float(diverged_lr, "diverged_lr", where, low=0.0)
+        high = check_float(diverged_lr, "diverged_lr", where, low=0, low_open=True)
         if high < lr_at_min:
-            raise _bad("diverged_lr", where, f"a float >= the rate at the minimum {lr_at_min!r}", diverged_lr)
+            raise ArgumentError(
+                "diverged_lr", where, f"a float >= the rate at the minimum {lr_at_min!r}", diverged_lr
+            )
     return Suggestions(
         steepest=steepest,
         min_over_10=lr_at_min / 10,
@@ -462,10 +434,10 @@ def suggest(result: RangeTestResult, *, skip_start: int | None = None) -> Sugges
         ValueError: the curve is too short, or its smoothed loss is lowest at its first point.
     """
     if not isinstance(result, RangeTestResult):
-        raise _bad("result", "suggest", "a RangeTestResult", type(result).__name__)
+        raise ArgumentError("result", "suggest", "a RangeTestResult", type(result).__name__)
     if skip_start is None:
         skip_start = result.steps_run // 10
-    skip_start = _check_int(skip_start, "skip_start", "suggest", low=0)
+    skip_start = check_int(skip_start, "skip_start", "suggest", low=0)
     try:
         return suggest_from_curve(
             result.lrs[skip_start:], result.smoothed[skip_start:], diverged_lr=result.diverged_lr
@@ -495,7 +467,7 @@ def least_squares_bound(X, *, intercept: bool = True) -> float:
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1 or not np.isfinite(X).all():
-        raise _bad("X", where, "a finite (n, d) or (n,) array with n, d >= 1", f"shape {X.shape}")
+        raise ArgumentError("X", where, "a finite (n, d) or (n,) array with n, d >= 1", f"shape {X.shape}")
     A = np.hstack([X, np.ones((X.shape[0], 1))]) if intercept else X
     lam_max = float(np.linalg.eigvalsh(2.0 / X.shape[0] * (A.T @ A))[-1])
     if not lam_max > 0:

@@ -30,39 +30,20 @@ from numbers import Integral
 import numpy as np
 from scipy.special import expit
 
+from pipeline.core.checks import ArgumentError, check_choice, check_int
 from pipeline.core.names import BINARY, MULTICLASS, REGRESSION, TASKS
-from pipeline.errors import ConfigError
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
-
-
-def _show(value):
-    """The value as a user would write it (np.float64(1.0) -> 1.0) for error messages."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _check_int(owner: str, name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-        raise ConfigError(f"The '{name}' parameter of {owner} must be an int >= {low}.", value=_show(value))
-    return int(value)
-
-
-def _check_choice(owner: str, name: str, value, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        valid = ", ".join(repr(c) for c in choices)
-        raise ConfigError(f"The '{name}' parameter of {owner} must be one of {valid}.", value=_show(value))
-    return value
 
 
 def _check_n_classes(owner: str, task: str, n_classes) -> int:
     """multiclass needs k >= 2 outputs; regression has no classes (0); binary may say 0 or 2."""
     if task == MULTICLASS:
-        return _check_int(owner, "n_classes", n_classes, low=2)
+        return check_int(n_classes, "n_classes", owner, low=2)
     allowed = (0, 2) if task == BINARY else (0,)
     if isinstance(n_classes, bool) or not isinstance(n_classes, Integral) or n_classes not in allowed:
-        text = " or ".join(map(str, allowed))
-        raise ConfigError(
-            f"The 'n_classes' parameter of {owner} must be {text} for task {task!r}.", value=_show(n_classes)
+        raise ArgumentError(
+            "n_classes", owner, f"{' or '.join(map(str, allowed))} for task {task!r}", n_classes
         )
     return int(n_classes)
 
@@ -186,7 +167,7 @@ class _LinearModel(Model):
     _CACHE_SIZE = 3  # training batch, validation set, one spare
 
     def __init__(self, n_features: int):
-        self.n_features = _check_int(type(self).__name__, "n_features", n_features, low=1)
+        self.n_features = check_int(n_features, "n_features", type(self).__name__, low=1)
         self.n_params = (self.n_features + 1) * self.n_outputs
         # One tuple of (X, [X, 1]^T) pairs, replaced whole so a concurrent reader never sees a torn pair.
         self._cache: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
@@ -272,7 +253,7 @@ class SoftmaxRegression(_LinearModel):
     task = MULTICLASS
 
     def __init__(self, n_features: int, n_classes: int):
-        self.n_classes = self.n_outputs = _check_int("SoftmaxRegression", "n_classes", n_classes, low=2)
+        self.n_classes = self.n_outputs = check_int(n_classes, "n_classes", "SoftmaxRegression", low=2)
         super().__init__(n_features)
 
     def unpack(self, params: np.ndarray) -> dict[str, np.ndarray]:
@@ -310,10 +291,10 @@ class MLP(Model):
     def __init__(
         self, n_features: int, hidden: int, activation: str = "tanh", *, task: str, n_classes: int = 0
     ):
-        self.n_features = _check_int("MLP", "n_features", n_features, low=1)
-        self.hidden = _check_int("MLP", "hidden", hidden, low=1)
-        self.activation = _check_choice("MLP", "activation", activation, ACTIVATIONS)
-        self.task = _check_choice("MLP", "task", task, TASKS)
+        self.n_features = check_int(n_features, "n_features", "MLP", low=1)
+        self.hidden = check_int(hidden, "hidden", "MLP", low=1)
+        self.activation = check_choice(activation, "activation", "MLP", ACTIVATIONS)
+        self.task = check_choice(task, "task", "MLP", TASKS)
         self.n_classes = _check_n_classes("MLP", self.task, n_classes)
         self.n_outputs = self.n_classes if self.task == MULTICLASS else 1
         d, h, o = self.n_features, self.hidden, self.n_outputs
@@ -430,24 +411,22 @@ def build_model(name: str, *, n_features: int, task: str, n_classes: int = 0, **
         **params: the model's own parameters (MODEL_PARAMS), e.g. hidden=16, activation="relu" for "mlp".
 
     Raises:
-        ConfigError (a ValueError) naming the bad name, task or parameter and listing the valid ones.
+        ArgumentError (a ValueError) naming the bad name, task or parameter and listing the valid ones.
     """
-    _check_choice("build_model", "name", name, tuple(MODELS))
-    _check_choice("build_model", "task", task, TASKS)
+    check_choice(name, "name", "build_model", tuple(MODELS))
+    check_choice(task, "task", "build_model", TASKS)
     if task not in MODEL_TASKS[name]:
         valid = ", ".join(repr(t) for t in MODEL_TASKS[name])
-        raise ConfigError(
-            f"The 'task' parameter of build_model must be {valid} for model {name!r}.", value=task
-        )
+        raise ArgumentError("task", "build_model", f"{valid} for model {name!r}", task)
     unknown = sorted(set(params) - set(MODEL_PARAMS[name]))
     if unknown:
         valid = ", ".join(MODEL_PARAMS[name]) or "none"
-        raise ConfigError(
+        raise ValueError(
             f"Unknown parameter(s) {', '.join(map(repr, unknown))} for model {name!r}; valid: {valid}."
         )
     if name == "mlp":
         if "hidden" not in params:
-            raise ConfigError("Model 'mlp' needs the parameter 'hidden' (an int >= 1).")
+            raise ValueError("Model 'mlp' needs the parameter 'hidden' (an int >= 1).")
         return MLP(n_features, task=task, n_classes=n_classes, **params)
     _check_n_classes(f"build_model (model {name!r})", task, n_classes)
     if name == "softmax":

@@ -6,9 +6,9 @@ numerically, so the same training loop runs with analytic or numerical gradients
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from pipeline.core.checks import check_choice, check_float
 
 
 def numerical_gradient(f, params: np.ndarray, h: float = 1e-4, scheme: str = "central") -> np.ndarray:
@@ -16,12 +16,8 @@ def numerical_gradient(f, params: np.ndarray, h: float = 1e-4, scheme: str = "ce
 
     central: (f(p + h e_i) - f(p - h e_i)) / 2h, error O(h^2);  forward: (f(p + h e_i) - f(p)) / h, error O(h).
     """
-    if not (isinstance(h, int | float) and math.isfinite(h) and h > 0):
-        raise ValueError(f"The 'h' parameter of numerical_gradient must be a float > 0. Got {h!r} instead.")
-    if scheme not in ("central", "forward"):
-        raise ValueError(
-            f"The 'scheme' parameter of numerical_gradient must be 'central' or 'forward'. Got {scheme!r} instead."
-        )
+    check_float(h, "h", "numerical_gradient", low=0, low_open=True)
+    check_choice(scheme, "scheme", "numerical_gradient", ("central", "forward"))
     p = np.array(params, dtype=np.float64)
     grad = np.empty_like(p)
     base = f(p) if scheme == "forward" else None

@@ -13,23 +13,10 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from numbers import Real
 
 import numpy as np
 
-from pipeline.errors import ConfigError
-
-
-def _check_float(owner: str, name: str, value, *, low: float, high: float | None = None) -> float:
-    """A finite real number in [low, high) (or > low when high is None, for eps)."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = low <= value < high if high is not None else value > low
-    if not ok:
-        shown = value.item() if isinstance(value, np.generic) else value
-        kind = f"in [{low:g}, {high:g})" if high is not None else f"> {low:g}"
-        raise ConfigError(f"The '{name}' parameter of {owner} must be a float {kind}.", value=shown)
-    return float(value)
+from pipeline.core.checks import check_choice, check_float
 
 
 class Optimizer(ABC):
@@ -80,7 +67,7 @@ class Momentum(Optimizer):
     name = "momentum"
 
     def __init__(self, beta: float = 0.9):
-        self.beta = _check_float(type(self).__name__, "beta", beta, low=0.0, high=1.0)
+        self.beta = check_float(beta, "beta", type(self).__name__, low=0, high=1, high_open=True)
         self._v: np.ndarray | None = None
 
     def init(self, params: np.ndarray) -> None:
@@ -120,7 +107,7 @@ class AdaGrad(Optimizer):
     name = "adagrad"
 
     def __init__(self, eps: float = 1e-8):
-        self.eps = _check_float("AdaGrad", "eps", eps, low=0.0)
+        self.eps = check_float(eps, "eps", "AdaGrad", low=0, low_open=True)
         self._G: np.ndarray | None = None
 
     def init(self, params: np.ndarray) -> None:
@@ -139,8 +126,8 @@ class RMSProp(Optimizer):
     name = "rmsprop"
 
     def __init__(self, rho: float = 0.9, eps: float = 1e-8):
-        self.rho = _check_float("RMSProp", "rho", rho, low=0.0, high=1.0)
-        self.eps = _check_float("RMSProp", "eps", eps, low=0.0)
+        self.rho = check_float(rho, "rho", "RMSProp", low=0, high=1, high_open=True)
+        self.eps = check_float(eps, "eps", "RMSProp", low=0, low_open=True)
         self._s: np.ndarray | None = None
 
     def init(self, params: np.ndarray) -> None:
@@ -164,9 +151,9 @@ class Adam(Optimizer):
     name = "adam"
 
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
-        self.beta1 = _check_float("Adam", "beta1", beta1, low=0.0, high=1.0)
-        self.beta2 = _check_float("Adam", "beta2", beta2, low=0.0, high=1.0)
-        self.eps = _check_float("Adam", "eps", eps, low=0.0)
+        self.beta1 = check_float(beta1, "beta1", "Adam", low=0, high=1, high_open=True)
+        self.beta2 = check_float(beta2, "beta2", "Adam", low=0, high=1, high_open=True)
+        self.eps = check_float(eps, "eps", "Adam", low=0, low_open=True)
         self._m: np.ndarray | None = None
         self._v: np.ndarray | None = None
         self._t = 0
@@ -215,16 +202,14 @@ def build_optimizer(name: str, **params) -> Optimizer:
     """The optimizer ``name`` (a key of OPTIMIZERS) with the given OPTIMIZER_PARAMS (defaults otherwise).
 
     Raises:
-        ConfigError (a ValueError) naming an unknown optimizer or parameter and listing the valid ones, or a
+        ArgumentError (a ValueError) naming an unknown optimizer or parameter and listing the valid ones, or a
         parameter value out of range.
     """
-    if not isinstance(name, str) or name not in OPTIMIZERS:
-        valid = ", ".join(map(repr, OPTIMIZERS))
-        raise ConfigError(f"The 'name' parameter of build_optimizer must be one of {valid}.", value=name)
+    check_choice(name, "name", "build_optimizer", OPTIMIZERS)
     unknown = sorted(set(params) - set(OPTIMIZER_PARAMS[name]))
     if unknown:
         valid = ", ".join(OPTIMIZER_PARAMS[name]) or "none"
-        raise ConfigError(
+        raise ValueError(
             f"Unknown parameter(s) {', '.join(map(repr, unknown))} for optimizer {name!r}; valid: {valid}."
         )
     return OPTIMIZERS[name](**params)

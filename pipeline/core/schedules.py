@@ -28,31 +28,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-# Allowed ranges, written as they appear in the error messages.
-_RANGES: dict[str, Callable[[float], bool]] = {
-    "> 0": lambda x: x > 0,
-    ">= 0": lambda x: x >= 0,
-    ">= 1": lambda x: x >= 1,
-    ">= 2": lambda x: x >= 2,
-    "in [0, 1]": lambda x: 0 <= x <= 1,
-    "in (0, 1]": lambda x: 0 < x <= 1,
-    "in (0, 1)": lambda x: 0 < x < 1,
-}
-
-
-def _shown(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _check(value, name: str, where: str, allowed: str, kind: type = float):
-    """Return ``value`` as a finite ``kind`` within ``allowed``, else raise a ValueError naming both."""
-    is_kind = isinstance(value, Integral if kind is int else Real) and not isinstance(value, bool | np.bool_)
-    if not (is_kind and math.isfinite(value) and _RANGES[allowed](value)):
-        article = "an int" if kind is int else "a float"
-        raise ValueError(
-            f"The {name!r} parameter of {where} must be {article} {allowed}. Got {_shown(value)!r} instead."
-        )
-    return kind(value)
+from pipeline.core.checks import ArgumentError, check_float, check_int
 
 
 def _check_step(step, where: str):
@@ -62,17 +38,14 @@ def _check_step(step, where: str):
     if isinstance(step, np.ndarray):
         if step.dtype.kind in "iu" and not (step.size and step.min() < 0):
             return step.astype(np.int64, copy=False)
-        shown = f"dtype {step.dtype}" if step.dtype.kind not in "iu" else f"an entry {step.min()}"
+        what = f"dtype {step.dtype}" if step.dtype.kind not in "iu" else f"an entry {step.min()}"
         raise ValueError(
             f"The 'step' parameter of the {where} schedule must be an integer ndarray with entries >= 0. "
-            f"Got {shown} instead."
+            f"Got {what} instead."
         )
     if isinstance(step, Integral) and not isinstance(step, bool | np.bool_) and step >= 0:
         return int(step)
-    raise ValueError(
-        f"The 'step' parameter of the {where} schedule must be an int >= 0 or an integer ndarray. "
-        f"Got {_shown(step)!r} instead."
-    )
+    raise ArgumentError("step", f"the {where} schedule", "an int >= 0 or an integer ndarray", step)
 
 
 class _ScalarMath:
@@ -111,7 +84,7 @@ def _cos_anneal(start: float, end: float, x, xp):
 
 def constant(lr: float) -> _Schedule:
     """Constant rate: lr(t) = lr."""
-    lr = _check(lr, "lr", "constant", "> 0")
+    lr = check_float(lr, "lr", "constant", low=0, low_open=True)
     return _Schedule("constant", lambda t, xp: lr + 0.0 * t, lr=lr)
 
 
@@ -123,9 +96,9 @@ def step_decay(lr: float, decay_steps: int, gamma: float) -> _Schedule:
         decay_steps: length of each constant piece, int >= 1.
         gamma: factor applied at every multiple of decay_steps, in (0, 1].
     """
-    lr = _check(lr, "lr", "step_decay", "> 0")
-    decay_steps = _check(decay_steps, "decay_steps", "step_decay", ">= 1", int)
-    gamma = _check(gamma, "gamma", "step_decay", "in (0, 1]")
+    lr = check_float(lr, "lr", "step_decay", low=0, low_open=True)
+    decay_steps = check_int(decay_steps, "decay_steps", "step_decay", low=1)
+    gamma = check_float(gamma, "gamma", "step_decay", low=0, high=1, low_open=True)
     return _Schedule(
         "step_decay",
         lambda t, xp: lr * gamma ** (t // decay_steps),
@@ -142,8 +115,8 @@ def exponential_decay(lr: float, decay_rate: float) -> _Schedule:
         lr: rate at step 0, > 0.
         decay_rate: per-step decay rate, >= 0 (0 is a constant rate).
     """
-    lr = _check(lr, "lr", "exponential_decay", "> 0")
-    decay_rate = _check(decay_rate, "decay_rate", "exponential_decay", ">= 0")
+    lr = check_float(lr, "lr", "exponential_decay", low=0, low_open=True)
+    decay_rate = check_float(decay_rate, "decay_rate", "exponential_decay", low=0)
     return _Schedule(
         "exponential_decay", lambda t, xp: lr * xp.exp(-decay_rate * t), lr=lr, decay_rate=decay_rate
     )
@@ -156,8 +129,8 @@ def inverse_time_decay(lr: float, decay_rate: float) -> _Schedule:
         lr: rate at step 0, > 0.
         decay_rate: per-step decay rate, >= 0 (0 is a constant rate).
     """
-    lr = _check(lr, "lr", "inverse_time_decay", "> 0")
-    decay_rate = _check(decay_rate, "decay_rate", "inverse_time_decay", ">= 0")
+    lr = check_float(lr, "lr", "inverse_time_decay", low=0, low_open=True)
+    decay_rate = check_float(decay_rate, "decay_rate", "inverse_time_decay", low=0)
     return _Schedule(
         "inverse_time_decay", lambda t, xp: lr / (1 + decay_rate * t), lr=lr, decay_rate=decay_rate
     )
@@ -174,9 +147,9 @@ def cosine_decay(lr: float, total_steps: int, min_lr_ratio: float = 0.0) -> _Sch
         total_steps: step at which the floor is reached, int >= 1.
         min_lr_ratio: floor as a fraction of lr, in [0, 1].
     """
-    lr = _check(lr, "lr", "cosine_decay", "> 0")
-    total_steps = _check(total_steps, "total_steps", "cosine_decay", ">= 1", int)
-    min_lr_ratio = _check(min_lr_ratio, "min_lr_ratio", "cosine_decay", "in [0, 1]")
+    lr = check_float(lr, "lr", "cosine_decay", low=0, low_open=True)
+    total_steps = check_int(total_steps, "total_steps", "cosine_decay", low=1)
+    min_lr_ratio = check_float(min_lr_ratio, "min_lr_ratio", "cosine_decay", low=0, high=1)
     floor = min_lr_ratio * lr
     return _Schedule(
         "cosine_decay",
@@ -201,11 +174,9 @@ def warmup(schedule: Callable, lr: float, warmup_steps: int) -> Callable:
         warmup_steps: number of warmup steps, int >= 0 (0 returns ``schedule`` itself).
     """
     if not callable(schedule):
-        raise ValueError(
-            f"The 'schedule' parameter of warmup must be a callable schedule(step). Got {schedule!r} instead."
-        )
-    lr = _check(lr, "lr", "warmup", "> 0")
-    warmup_steps = _check(warmup_steps, "warmup_steps", "warmup", ">= 0", int)
+        raise ArgumentError("schedule", "warmup", "a callable schedule(step)", schedule)
+    lr = check_float(lr, "lr", "warmup", low=0, low_open=True)
+    warmup_steps = check_int(warmup_steps, "warmup_steps", "warmup", low=0)
     if warmup_steps == 0:
         return schedule
 
@@ -247,11 +218,13 @@ def one_cycle(
         L. N. Smith, arXiv:1803.09820 (2018); L. N. Smith and N. Topin, arXiv:1708.07120.
     """
     where = "one_cycle"
-    lr = _check(lr, "lr", where, "> 0")
-    total_steps = _check(total_steps, "total_steps", where, ">= 1", int)
-    warmup_fraction = _check(warmup_fraction, "warmup_fraction", where, "in (0, 1)")
-    initial_lr_ratio = _check(initial_lr_ratio, "initial_lr_ratio", where, "in [0, 1]")
-    min_lr_ratio = _check(min_lr_ratio, "min_lr_ratio", where, "in [0, 1]")
+    lr = check_float(lr, "lr", where, low=0, low_open=True)
+    total_steps = check_int(total_steps, "total_steps", where, low=1)
+    warmup_fraction = check_float(
+        warmup_fraction, "warmup_fraction", where, low=0, high=1, low_open=True, high_open=True
+    )
+    initial_lr_ratio = check_float(initial_lr_ratio, "initial_lr_ratio", where, low=0, high=1)
+    min_lr_ratio = check_float(min_lr_ratio, "min_lr_ratio", where, low=0, high=1)
     peak, start, floor = warmup_fraction * total_steps, initial_lr_ratio * lr, min_lr_ratio * lr
 
     def formula(t, xp):
@@ -285,9 +258,9 @@ def cyclic_triangular(lr: float, half_cycle_steps: int, min_lr_ratio: float = 0.
     Reference:
         L. N. Smith, arXiv:1506.01186.
     """
-    lr = _check(lr, "lr", "cyclic_triangular", "> 0")
-    half_cycle_steps = _check(half_cycle_steps, "half_cycle_steps", "cyclic_triangular", ">= 1", int)
-    min_lr_ratio = _check(min_lr_ratio, "min_lr_ratio", "cyclic_triangular", "in [0, 1]")
+    lr = check_float(lr, "lr", "cyclic_triangular", low=0, low_open=True)
+    half_cycle_steps = check_int(half_cycle_steps, "half_cycle_steps", "cyclic_triangular", low=1)
+    min_lr_ratio = check_float(min_lr_ratio, "min_lr_ratio", "cyclic_triangular", low=0, high=1)
     base = min_lr_ratio * lr
 
     def formula(t, xp):
@@ -328,12 +301,12 @@ class ReduceLROnPlateau:
         cooldown: int = 0,
     ):
         where = "ReduceLROnPlateau"
-        self.lr = _check(lr, "lr", where, "> 0")
-        self.factor = _check(factor, "factor", where, "in (0, 1)")
-        self.patience = _check(patience, "patience", where, ">= 0", int)
-        self.threshold = _check(threshold, "threshold", where, ">= 0")
-        self.min_lr_ratio = _check(min_lr_ratio, "min_lr_ratio", where, "in [0, 1]")
-        self.cooldown = _check(cooldown, "cooldown", where, ">= 0", int)
+        self.lr = check_float(lr, "lr", where, low=0, low_open=True)
+        self.factor = check_float(factor, "factor", where, low=0, high=1, low_open=True, high_open=True)
+        self.patience = check_int(patience, "patience", where, low=0)
+        self.threshold = check_float(threshold, "threshold", where, low=0)
+        self.min_lr_ratio = check_float(min_lr_ratio, "min_lr_ratio", where, low=0, high=1)
+        self.cooldown = check_int(cooldown, "cooldown", where, low=0)
         self.current_lr = self.lr
         self.best = math.inf
         self.num_bad_epochs = 0
@@ -346,9 +319,7 @@ class ReduceLROnPlateau:
     def observe(self, value: float) -> None:
         """Record one epoch's loss and reduce the rate if it has plateaued."""
         if not isinstance(value, Real) or isinstance(value, bool | np.bool_):
-            raise ValueError(
-                f"The 'value' parameter of ReduceLROnPlateau.observe must be a float. Got {value!r} instead."
-            )
+            raise ArgumentError("value", "ReduceLROnPlateau.observe", "a float", value)
         value = float(value)
         if math.isfinite(value) and (
             self.best == math.inf or value < self.best - self.threshold * abs(self.best)
@@ -380,9 +351,9 @@ def exponential_ramp(start_lr: float, end_lr: float, total_steps: int) -> _Sched
         start_lr, end_lr: rates at the first and last step, > 0.
         total_steps: number of steps of the test, int >= 2.
     """
-    start_lr = _check(start_lr, "start_lr", "exponential_ramp", "> 0")
-    end_lr = _check(end_lr, "end_lr", "exponential_ramp", "> 0")
-    total_steps = _check(total_steps, "total_steps", "exponential_ramp", ">= 2", int)
+    start_lr = check_float(start_lr, "start_lr", "exponential_ramp", low=0, low_open=True)
+    end_lr = check_float(end_lr, "end_lr", "exponential_ramp", low=0, low_open=True)
+    total_steps = check_int(total_steps, "total_steps", "exponential_ramp", low=2)
     log_ratio = math.log(end_lr) - math.log(start_lr)
     return _Schedule(
         "exponential_ramp",
@@ -403,9 +374,9 @@ def linear_ramp(start_lr: float, end_lr: float, total_steps: int) -> _Schedule:
         start_lr, end_lr: rates at the first and last step, > 0.
         total_steps: number of steps of the test, int >= 2.
     """
-    start_lr = _check(start_lr, "start_lr", "linear_ramp", "> 0")
-    end_lr = _check(end_lr, "end_lr", "linear_ramp", "> 0")
-    total_steps = _check(total_steps, "total_steps", "linear_ramp", ">= 2", int)
+    start_lr = check_float(start_lr, "start_lr", "linear_ramp", low=0, low_open=True)
+    end_lr = check_float(end_lr, "end_lr", "linear_ramp", low=0, low_open=True)
+    total_steps = check_int(total_steps, "total_steps", "linear_ramp", low=2)
     return _Schedule(
         "linear_ramp",
         lambda t, xp: start_lr + (end_lr - start_lr) * xp.minimum(t, total_steps - 1) / (total_steps - 1),
@@ -447,16 +418,12 @@ def build_schedule(name: str, *, lr: float, total_steps: int, warmup_steps: int 
         **params: the schedule's parameters, names from SCHEDULE_PARAMS[name].
     """
     if not isinstance(name, str) or name not in SCHEDULES:
-        raise ValueError(
-            f"The 'name' parameter of build_schedule must be one of {', '.join(SCHEDULES)}. "
-            f"Got {name!r} instead."
-        )
-    total_steps = _check(total_steps, "total_steps", "build_schedule", ">= 1", int)
-    warmup_steps = _check(warmup_steps, "warmup_steps", "build_schedule", ">= 0", int)
+        raise ArgumentError("name", "build_schedule", f"one of {', '.join(SCHEDULES)}", name)
+    total_steps = check_int(total_steps, "total_steps", "build_schedule", low=1)
+    warmup_steps = check_int(warmup_steps, "warmup_steps", "build_schedule", low=0)
     if warmup_steps >= total_steps:
-        raise ValueError(
-            f"The 'warmup_steps' parameter of build_schedule must be an int < total_steps = {total_steps}. "
-            f"Got {warmup_steps!r} instead."
+        raise ArgumentError(
+            "warmup_steps", "build_schedule", f"an int < total_steps = {total_steps}", warmup_steps
         )
     valid = SCHEDULE_PARAMS[name]
     for key in params:

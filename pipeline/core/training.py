@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.arrays import Dataset
+from pipeline.core.checks import check_float, check_int
 from pipeline.core.models import Model
 from pipeline.core.names import COMPLETED, DIVERGED, REGRESSION, STOPPED
 from pipeline.core.optimizers import Optimizer
@@ -76,13 +77,6 @@ class TrainResult:
 Hook = Callable[[EpochRecord], "bool | None"]
 
 
-def _check_positive_int(name: str, value, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"The '{name}' parameter of train must be an int >= 1. Got {value!r} instead.")
-
-
 def train(
     model: Model,
     optimizer: Optimizer,
@@ -116,14 +110,10 @@ def train(
     A stateful schedule (one with ``observe``, e.g. ReduceLROnPlateau) is shown the validation loss (the training
     loss without a validation set) once per epoch.
     """
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("batch_size", batch_size, allow_none=True)
-    if not (isinstance(divergence_factor, int | float) and divergence_factor > 1) or math.isnan(
-        divergence_factor
-    ):
-        raise ValueError(
-            f"The 'divergence_factor' parameter of train must be a float > 1. Got {divergence_factor!r} instead."
-        )
+    check_int(epochs, "epochs", "train", low=1)
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", "train", low=1)
+    check_float(divergence_factor, "divergence_factor", "train", low=1, low_open=True, inf_ok=True)
 
     rng = np.random.default_rng(seed)
     params = model.init_params(rng) if params is None else np.array(params, dtype=np.float64)

@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline.reports import plots
 from pipeline.core.arrays import Dataset
+from pipeline.core.checks import check_int
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.study.experiment import ReplaySuggester, TrialRecord, build_model_for, load_study_data, replay
 from pipeline.core.models import Model
@@ -90,8 +91,7 @@ def trial_kind(record: TrialRecord) -> str | None:
 
 def best_trials(records: Sequence[TrialRecord], k: int) -> list[TrialRecord]:
     """The ``k`` complete trials with the lowest finite value, best first (ties: lower trial number first)."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"The 'best_k' parameter of write_report must be an int >= 1. Got {k!r} instead.")
+    check_int(k, "best_k", "write_report", low=1)
     complete = [
         r for r in records if trial_kind(r) == COMPLETE and r.value is not None and math.isfinite(r.value)
     ]
@@ -327,10 +327,7 @@ def write_report(
         ConfigError: a trial's parameters do not fit the study file.
         ReplayMismatchError: a replay differs from what the study recorded (see ``strict``).
     """
-    if isinstance(best_k, bool) or not isinstance(best_k, int) or best_k < 1:
-        raise ValueError(
-            f"The 'best_k' parameter of write_report must be an int >= 1. Got {best_k!r} instead."
-        )
+    check_int(best_k, "best_k", "write_report", low=1)
     data = load_study_data(spec) if data is None else data
     compare = is_lr_grid(spec) if compare is None else compare
     trials = replay_trials(spec, records, data=data, trace_params=compare, strict=strict)

@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline.core.arrays import Dataset
+from pipeline.core.checks import ArgumentError
 from pipeline.core.models import Model, build_model
 from pipeline.core.optimizers import Optimizer, build_optimizer
 from pipeline.core.schedules import build_schedule
 from pipeline.core.training import Hook, TrainResult, train
 from pipeline.datasets import load_dataset
+from pipeline.errors import ConfigError
 from pipeline.study.space import TrialSettings
 from pipeline.study.spec import StudySpec
 
@@ -48,13 +50,25 @@ def load_study_data(spec: StudySpec) -> Dataset:
 
 
 def build_model_for(spec: StudySpec, data: Dataset) -> Model:
-    return build_model(
-        spec.model.name,
-        n_features=data.n_features,
-        task=data.task,
-        n_classes=data.n_classes,
-        **dict(spec.model.params),
-    )
+    """The study's model for the loaded data. The loader checked the model's own parameters; what only the data
+    can tell (its task, its number of classes) is checked here, and a mismatch names the study file's key."""
+    try:
+        return build_model(
+            spec.model.name,
+            n_features=data.n_features,
+            task=data.task,
+            n_classes=data.n_classes,
+            **dict(spec.model.params),
+        )
+    except ArgumentError as exc:
+        key = f"model.{exc.param}" if exc.param in spec.model.params else "model.name"
+        value = exc.value if exc.param in spec.model.params else spec.model.name
+        raise ConfigError(
+            f"{exc.rule} (the data {data.source} is a {data.task} task)",
+            file=str(spec.path),
+            key=key,
+            value=value,
+        ) from None
 
 
 def build_components(settings: TrialSettings, spec: StudySpec, data: Dataset):

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.core.checks import ArgumentError
 from pipeline.core.names import MULTICLASS, TASKS
 from pipeline.errors import _MISSING, ConfigError
 from pipeline.study.space import (
@@ -666,8 +667,8 @@ class _Reader:
         """Check values by calling their factory: all at a representative value (fixed values, the low end of
         ranges, first choices), then each end / choice of every sampled one with the others representative.
 
-        A factory's ValueError becomes a ConfigError at the key of the parameter its message names (the factories
-        say "The 'gamma' parameter of ..."), else at ``key``. ``skip``: parameters checked elsewhere.
+        A factory's ArgumentError becomes a ConfigError at the key of the parameter it names (``exc.param``), any
+        other ValueError one at ``key``. ``skip``: parameters checked elsewhere.
         """
         params = {p: v for p, v in params.items() if p not in skip}
         base = {p: _representative(v) for p, v in params.items()}
@@ -679,16 +680,18 @@ class _Reader:
     def _probe(self, build, kwargs: dict, key: str, params: Mapping[str, Param], varied) -> None:
         try:
             build(kwargs)
+        except ArgumentError as exc:
+            self._raise_at_key(exc.rule, exc.param, key, params, varied)
         except ValueError as exc:
-            message = re.sub(r"\s*Got .* instead\.\s*$", "", str(exc), flags=re.S)
-            named = re.search(r"The '(\w+)' parameter", message)
-            named = named.group(1) if named else None
-            if varied is not None and named in (None, varied[0]):
-                p, sub, given = varied
-                raise self.error(message, f"{key}.{p}{sub}", given) from None
-            if named in params:
-                raise self.error(message, f"{key}.{named}", _shown(params[named])) from None
-            raise self.error(message, key, {p: _shown(v) for p, v in params.items()}) from None
+            self._raise_at_key(str(exc), None, key, params, varied)
+
+    def _raise_at_key(self, message: str, named: str | None, key: str, params, varied) -> None:
+        if varied is not None and named in (None, varied[0]):
+            p, sub, given = varied
+            raise self.error(message, f"{key}.{p}{sub}", given) from None
+        if named in params:
+            raise self.error(message, f"{key}.{named}", _shown(params[named])) from None
+        raise self.error(message, key, {p: _shown(v) for p, v in params.items()}) from None
 
 
 def _required_args(factory: Callable, names: Iterable[str]) -> tuple[str, ...]:
