@@ -186,11 +186,11 @@ def run_range_test(spec: StudySpec, data: Dataset, auto=None) -> RangeTestReport
     """
     from pipeline.core import lrfind
     from pipeline.core.models import LinearRegression
-    from pipeline.study.space import Fixed, LrAuto
+    from pipeline.study.space import LrAuto
 
     auto = auto or spec.search.lr_auto or LrAuto()
     branch = spec.search.optimizers[0]
-    fixed = {k: p.value for k, p in branch.params.items() if isinstance(p, Fixed)}
+    fixed = {k: p.representative for k, p in branch.params.items() if not p.sampled}
     optimizer = build_optimizer(branch.name, **fixed)
     model = build_model_for(spec, data)
     batch_size = spec.training.batch_size

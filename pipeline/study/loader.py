@@ -55,9 +55,6 @@ from pipeline.study.space import (
     Param,
     Range,
     SearchSpace,
-    _probe_values,
-    _representative,
-    _shown,
 )
 from pipeline.study.spec import (
     Budget,
@@ -671,13 +668,13 @@ class _Reader:
         other ValueError one at ``key``. ``skip``: parameters checked elsewhere.
         """
         params = {p: v for p, v in params.items() if p not in skip}
-        base = {p: _representative(v) for p, v in params.items()}
-        self._probe(build, base, key, params, None)
+        base = {p: v.representative for p, v in params.items()}
+        self._try_build(build, base, key, params, None)
         for p, v in params.items():
-            for sub, given, value in _probe_values(v):
-                self._probe(build, {**base, p: value}, key, params, (p, sub, given))
+            for sub, given, value in v.ends():
+                self._try_build(build, {**base, p: value}, key, params, (p, sub, given))
 
-    def _probe(self, build, kwargs: dict, key: str, params: Mapping[str, Param], varied) -> None:
+    def _try_build(self, build, kwargs: dict, key: str, params: Mapping[str, Param], varied) -> None:
         try:
             build(kwargs)
         except ArgumentError as exc:
@@ -690,8 +687,8 @@ class _Reader:
             p, sub, given = varied
             raise self.error(message, f"{key}.{p}{sub}", given) from None
         if named in params:
-            raise self.error(message, f"{key}.{named}", _shown(params[named])) from None
-        raise self.error(message, key, {p: _shown(v) for p, v in params.items()}) from None
+            raise self.error(message, f"{key}.{named}", params[named].shown) from None
+        raise self.error(message, key, {p: v.shown for p, v in params.items()}) from None
 
 
 def _required_args(factory: Callable, names: Iterable[str]) -> tuple[str, ...]:

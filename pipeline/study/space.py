@@ -8,9 +8,12 @@ and this module never imports Optuna.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+
+from pipeline.core.checks import ArgumentError, check_float
 
 # Parameters whose values are integers (numbers of steps, epochs' worth of patience, rows per batch); every other
 # searched parameter is a float.
@@ -74,17 +77,87 @@ _PROBE_LR = 0.01
 
 
 # ----------------------------------------------------------------------------------------------- value forms
+#
+# Each form of a value in the ``search`` section is a small type that knows how to sample itself, which value
+# the load-time checks build with, which values a trial can take, and how the file wrote it.
+
+
+class Suggester(Protocol):
+    """What :meth:`SearchSpace.sample` asks for values; the runner adapts an ``optuna.Trial`` to it."""
+
+    def float(self, name: str, low: float, high: float, *, log: bool) -> float: ...
+
+    def int(self, name: str, low: int, high: int, *, log: bool) -> int: ...
+
+    def categorical(self, name: str, choices: list) -> object: ...
+
+
+class SearchValue(ABC):
+    """A value of the search space: fixed, a range, ``1 - x`` over a range, or a choice."""
+
+    sampled: bool = True  # asked from the sampler (False: fixed)
+
+    @abstractmethod
+    def draw(self, name: str, suggest: Suggester):
+        """One value, asked from ``suggest`` under ``name`` (the name the sampler sees, see :meth:`sampled_name`)."""
+
+    def sampled_name(self, name: str) -> str:
+        """The name the sampler sees for a parameter called ``name``."""
+        return name
+
+    @property
+    @abstractmethod
+    def representative(self):
+        """The value load-time checks build with: the fixed value, a range's low end, the first choice."""
+
+    @property
+    @abstractmethod
+    def top(self):
+        """The largest value a trial can take (for numeric values)."""
+
+    @property
+    @abstractmethod
+    def shown(self):
+        """The value as the study file wrote it, for messages."""
+
+    def ends(self) -> list[tuple[str, Any, Any]]:
+        """(key suffix, value as written, value passed to a factory) for each end / choice a trial can draw:
+        the values load-time checks try besides the representative one. Empty for a fixed value."""
+        return []
+
+    def options(self) -> list | None:
+        """Every value a trial can take when they are finitely many (fixed, choices), else None."""
+        return None
 
 
 @dataclass(frozen=True)
-class Fixed:
+class Fixed(SearchValue):
     """A value given as is: never asked from the sampler. ``None`` is full batch for ``batch_size``."""
 
     value: Any
+    sampled = False
+
+    def draw(self, name, suggest):
+        return self.value
+
+    @property
+    def representative(self):
+        return self.value
+
+    @property
+    def top(self):
+        return self.value
+
+    @property
+    def shown(self):
+        return self.value
+
+    def options(self):
+        return [self.value]
 
 
 @dataclass(frozen=True)
-class Range:
+class Range(SearchValue):
     """Sampled uniformly in [low, high], on a log scale unless ``log`` is False; ints when ``integer``."""
 
     low: float
@@ -92,23 +165,85 @@ class Range:
     log: bool = True
     integer: bool = False
 
+    def draw(self, name, suggest):
+        if self.integer:
+            return int(suggest.int(name, int(self.low), int(self.high), log=self.log))
+        return float(suggest.float(name, float(self.low), float(self.high), log=self.log))
+
+    @property
+    def representative(self):
+        return self.low
+
+    @property
+    def top(self):
+        return self.high
+
+    @property
+    def shown(self):
+        return {"low": self.low, "high": self.high, **({} if self.log else {"log": False})}
+
+    def ends(self):
+        return [(".low", self.low, self.low), (".high", self.high, self.high)]
+
 
 @dataclass(frozen=True)
-class OneMinus:
+class OneMinus(SearchValue):
     """``1 - x`` with x log-uniform in [low, high], 0 < low < high < 1: resolution where a factor nears 1."""
 
     low: float
     high: float
 
+    def draw(self, name, suggest):
+        return 1.0 - float(suggest.float(name, self.low, self.high, log=True))
+
+    def sampled_name(self, name):
+        return f"one_minus_{name}"
+
+    @property
+    def representative(self):
+        return 1 - self.low
+
+    @property
+    def top(self):
+        return 1 - self.low
+
+    @property
+    def shown(self):
+        return {"one_minus": {"low": self.low, "high": self.high}}
+
+    def ends(self):
+        return [(".one_minus.low", self.low, 1 - self.low), (".one_minus.high", self.high, 1 - self.high)]
+
 
 @dataclass(frozen=True)
-class Choice:
+class Choice(SearchValue):
     """Categorical: one of ``choices``."""
 
     choices: tuple
 
+    def draw(self, name, suggest):
+        return suggest.categorical(name, list(self.choices))
 
-Param = Fixed | Range | OneMinus | Choice
+    @property
+    def representative(self):
+        return self.choices[0]
+
+    @property
+    def top(self):
+        return max(self.choices)
+
+    @property
+    def shown(self):
+        return {"choices": list(self.choices)}
+
+    def ends(self):
+        return [(f".choices[{i}]", c, c) for i, c in enumerate(self.choices)]
+
+    def options(self):
+        return list(self.choices)
+
+
+Param = SearchValue  # the name the rest of the package uses
 
 
 @dataclass(frozen=True)
@@ -137,32 +272,9 @@ class LrAuto:
     iterations_per_value: int | None = None
 
 
-class Suggester(Protocol):
-    """What :meth:`SearchSpace.sample` asks for values; the runner adapts an ``optuna.Trial`` to it."""
-
-    def float(self, name: str, low: float, high: float, *, log: bool) -> float: ...
-
-    def int(self, name: str, low: int, high: int, *, log: bool) -> int: ...
-
-    def categorical(self, name: str, choices: list) -> object: ...
-
-
-def _draw(param: Param, name: str, suggest: Suggester):
-    """One value of ``param``, asked from ``suggest`` under ``name`` unless it is fixed."""
-    if isinstance(param, Fixed):
-        return param.value
-    if isinstance(param, Range):
-        if param.integer:
-            return int(suggest.int(name, int(param.low), int(param.high), log=param.log))
-        return float(suggest.float(name, float(param.low), float(param.high), log=param.log))
-    if isinstance(param, OneMinus):
-        return 1.0 - float(suggest.float(name, param.low, param.high, log=True))
-    return suggest.categorical(name, list(param.choices))
-
-
 def _sampled_name(branch: str, param_name: str, param: Param) -> str:
     """The name Optuna sees for a branch parameter: ``cosine.min_lr_ratio``, ``momentum.one_minus_beta``."""
-    return f"{branch}.one_minus_{param_name}" if isinstance(param, OneMinus) else f"{branch}.{param_name}"
+    return f"{branch}.{param.sampled_name(param_name)}"
 
 
 # ----------------------------------------------------------------------------------------------- search space
@@ -228,15 +340,10 @@ class SearchSpace:
 
     def with_lr_range(self, low: float, high: float) -> SearchSpace:
         """A copy whose lr is sampled log-uniformly in [low, high] (e.g. the range an LR range test suggests)."""
-        for name, value in (("low", low), ("high", high)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-                raise ValueError(
-                    f"The '{name}' parameter of with_lr_range must be a float > 0. Got {value!r} instead."
-                )
+        low = check_float(low, "low", "with_lr_range", low=0, low_open=True)
+        high = check_float(high, "high", "with_lr_range", low=0, low_open=True)
         if not low < high:
-            raise ValueError(
-                f"The 'high' parameter of with_lr_range must be > low = {low!r}. Got {high!r} instead."
-            )
+            raise ArgumentError("high", "with_lr_range", f"> low = {low!r}", high)
         return replace(self, lr=Range(float(low), float(high), log=True))
 
     def sample(self, suggest: Suggester) -> TrialSettings:
@@ -250,8 +357,8 @@ class SearchSpace:
                 "lr is 'auto' and unresolved: run the LR range test and call "
                 "SearchSpace.with_lr_range(low, high) before sampling."
             )
-        lr = float(_draw(self.lr, "lr", suggest))
-        batch_size = _draw(self.batch_size, "batch_size", suggest)
+        lr = float(self.lr.draw("lr", suggest))
+        batch_size = self.batch_size.draw("batch_size", suggest)
         if batch_size == "full":
             batch_size = None
         optimizer, optimizer_params = self._branch(
@@ -267,7 +374,7 @@ class SearchSpace:
         by_name = {b.name: b for b in branches}
         name = suggest.categorical(kind, list(by_name)) if categorical else branches[0].name
         branch = by_name[name]
-        params = {p: _draw(v, _sampled_name(name, p, v), suggest) for p, v in branch.params.items()}
+        params = {p: v.draw(_sampled_name(name, p, v), suggest) for p, v in branch.params.items()}
         return name, params
 
     def non_categorical(self) -> list[tuple[str, str, object]]:
@@ -279,12 +386,12 @@ class SearchSpace:
         ):
             if isinstance(param, LrAuto):
                 found.append((key, name, "auto"))
-            elif not isinstance(param, Fixed | Choice):
-                found.append((key, name, _shown(param)))
+            elif param.options() is None:
+                found.append((key, name, param.shown))
         for branch in (*self.optimizers, *self.schedules):
             for p, v in branch.params.items():
-                if isinstance(v, Range | OneMinus):
-                    found.append((f"{branch.key}.{p}", _sampled_name(branch.name, p, v), _shown(v)))
+                if v.options() is None:
+                    found.append((f"{branch.key}.{p}", _sampled_name(branch.name, p, v), v.shown))
         return found
 
     def grid(self) -> dict[str, list]:
@@ -304,8 +411,8 @@ class SearchSpace:
             )
         grid: dict[str, list] = {}
         for name, param in (("lr", self.lr), ("batch_size", self.batch_size)):
-            if isinstance(param, Choice):
-                grid[name] = list(param.choices)
+            if param.sampled:
+                grid[name] = param.options()
         for kind, branches, categorical in (
             ("optimizer", self.optimizers, self.optimizer_categorical),
             ("schedule", self.schedules, self.schedule_categorical),
@@ -314,8 +421,8 @@ class SearchSpace:
                 grid[kind] = [b.name for b in branches]
             for branch in branches:
                 for p, v in branch.params.items():
-                    if isinstance(v, Choice):
-                        grid[_sampled_name(branch.name, p, v)] = list(v.choices)
+                    if v.sampled:
+                        grid[_sampled_name(branch.name, p, v)] = v.options()
         return grid
 
     def max_warmup_steps(self) -> tuple[int, str] | None:
@@ -325,30 +432,17 @@ class SearchSpace:
             param = branch.params.get("warmup_steps")
             if param is None:
                 continue
-            top = _top(param)
+            top = param.top
             if best is None or top > best[0]:
                 best = (top, f"{branch.key}.warmup_steps")
         return best
 
     def batch_options(self) -> list[int | None]:
         """Every batch size a trial can draw (None = full batch; a range gives its two ends)."""
-        p = self.batch_size
-        if isinstance(p, Fixed):
-            return [p.value]
-        if isinstance(p, Choice):
-            return [None if c == "full" else c for c in p.choices]
-        return [int(p.low), int(p.high)]
-
-
-def _top(param: Param):
-    """The largest value a numeric parameter can take."""
-    if isinstance(param, Fixed):
-        return param.value
-    if isinstance(param, Range):
-        return param.high
-    if isinstance(param, OneMinus):
-        return 1 - param.low
-    return max(param.choices)
+        options = self.batch_size.options()
+        if options is None:  # a range: its two ends
+            return [int(value) for _, _, value in self.batch_size.ends()]
+        return [None if c == "full" else c for c in options]
 
 
 # ----------------------------------------------------------------------------------------------- the study
@@ -359,36 +453,3 @@ def steps_per_epoch(n_train: int, batch_size: int | None) -> int:
     if batch_size is None:
         return 1
     return max(1, math.ceil(n_train / batch_size))
-
-
-def _representative(param: Param):
-    """The value a load-time check builds with: the fixed value, a range's low end, the first choice."""
-    if isinstance(param, Fixed):
-        return param.value
-    if isinstance(param, Range):
-        return param.low
-    if isinstance(param, OneMinus):
-        return 1 - param.low
-    return param.choices[0]
-
-
-def _shown(param: Param):
-    """A searched value as the file wrote it, for messages."""
-    if isinstance(param, Fixed):
-        return param.value
-    if isinstance(param, OneMinus):
-        return {"one_minus": {"low": param.low, "high": param.high}}
-    if isinstance(param, Range):
-        return {"low": param.low, "high": param.high, **({} if param.log else {"log": False})}
-    return {"choices": list(param.choices)}
-
-
-def _probe_values(param: Param):
-    """(key suffix, value as written, value passed to the factory) for each end / choice of a sampled param."""
-    if isinstance(param, Range):
-        return [(".low", param.low, param.low), (".high", param.high, param.high)]
-    if isinstance(param, OneMinus):
-        return [(".one_minus.low", param.low, 1 - param.low), (".one_minus.high", param.high, 1 - param.high)]
-    if isinstance(param, Choice):
-        return [(f".choices[{i}]", c, c) for i, c in enumerate(param.choices)]
-    return []
