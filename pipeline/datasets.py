@@ -474,3 +474,61 @@ def load_dataset(
         standardize=standardize,
         standardize_target=standardize_target,
     )
+
+
+def from_arrays(
+    X,
+    y,
+    *,
+    source: str,
+    feature_names=None,
+    target_name: str = "y",
+    task: str | None = None,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    standardize: bool | None = None,
+) -> Dataset:
+    """Arrays a user's code returned (a study's ``data: {entry_point: ...}``), split and standardised like any
+    dataset: the same finiteness check, target resolution (``task`` None: inferred as for a CSV), seeded split
+    (stratified for classes) and train-only standardisation.
+
+    Raises:
+        DataError: X is not a 2-D array of numbers, y not one value per row, non-finite values, ...
+    """
+    where = source
+    try:
+        X = np.array(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: X must be a 2-D array of numbers ({exc}).") from None
+    y = np.asarray(y)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"{where}: X must be a non-empty 2-D array (rows, features). Got shape {X.shape}.")
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise DataError(
+            f"{where}: y must be a 1-D array with one value per row of X ({X.shape[0]}). Got shape {y.shape}."
+        )
+    names = _columns(X.shape[1]) if feature_names is None else tuple(str(f) for f in feature_names)
+    if len(names) != X.shape[1]:
+        raise DataError(f"{where}: {len(names)} feature names for {X.shape[1]} columns.")
+    if task is not None and task not in TASKS:
+        raise DataArgumentError("task", where, f"one of {', '.join(TASKS)} or None", task)
+    val_fraction = 0.2 if val_fraction is None else _fraction("val_fraction", where, val_fraction)
+    standardize = True if standardize is None else standardize
+    raw = _Raw(X, y, names, str(target_name), where, None)
+    _check_finite(X, raw)
+    task, y, classes = _resolve_target(raw, task)
+    split_seed = int(np.random.SeedSequence(seed).spawn(2)[1].generate_state(1)[0])
+    return prepare(
+        name=where,
+        task=task,
+        X=X,
+        y=y,
+        classes=classes,
+        feature_names=names,
+        target_name=raw.target_name,
+        source=where,
+        val_fraction=val_fraction,
+        seed=split_seed,
+        standardize=standardize,
+        standardize_target=standardize and task == REGRESSION,
+    )

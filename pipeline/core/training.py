@@ -128,7 +128,7 @@ def train(
 
     train_curve = np.full(epochs, np.nan)
     val_curve = np.full(epochs, np.nan)
-    acc_curve = np.full(epochs, np.nan) if classification and has_val else None
+    acc_curve = np.full(epochs, np.nan) if classification and has_val and model.accuracy else None
     lr_curve = np.full(epochs, np.nan)
     best = math.inf
     step = 0

@@ -17,6 +17,7 @@ from pipeline.core.schedules import build_schedule
 from pipeline.core.training import Hook, TrainResult, train
 from pipeline.datasets import load_dataset
 from pipeline.errors import ConfigError
+from pipeline.study import entry_points
 from pipeline.study.space import TrialSettings
 from pipeline.study.spec import StudySpec
 
@@ -37,6 +38,8 @@ class TrialRecord:
 
 def load_study_data(spec: StudySpec) -> Dataset:
     d = spec.data
+    if d.entry_point is not None:
+        return entry_points.load_data(spec)
     return load_dataset(
         d.dataset,
         path=d.path,
@@ -51,7 +54,11 @@ def load_study_data(spec: StudySpec) -> Dataset:
 
 def build_model_for(spec: StudySpec, data: Dataset) -> Model:
     """The study's model for the loaded data. The loader checked the model's own parameters; what only the data
-    can tell (its task, its number of classes) is checked here, and a mismatch names the study file's key."""
+    can tell (its task, its number of classes) is checked here, and a mismatch names the study file's key.
+    A user's model (``model: {entry_point: ...}``) is built by its function and checked once per process
+    (interface, shapes, loss at init, gradient against finite differences): call this before writing anything."""
+    if spec.model.entry_point is not None:
+        return entry_points.build_model(spec, data)
     try:
         return build_model(
             spec.model.name,

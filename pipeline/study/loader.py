@@ -36,6 +36,7 @@ import yaml
 from pipeline.core.checks import ArgumentError
 from pipeline.core.names import MULTICLASS, TASKS
 from pipeline.errors import _MISSING, ConfigError
+from pipeline.study import entry_points
 from pipeline.study.space import (
     _PROBE_LR,
     DEFAULT_REPORT_POINTS,
@@ -267,6 +268,8 @@ class _Reader:
     def data(self, raw) -> tuple[DataSpec, str | None]:
         from pipeline.datasets import DATASET_PARAMS, DATASETS
 
+        if isinstance(raw, dict) and "entry_point" in raw:
+            return entry_points.read_data(self, raw)
         sec = self.mapping(
             raw,
             "data",
@@ -336,6 +339,8 @@ class _Reader:
         """``name`` plus the model's own parameters; the task is checked when the data section states it."""
         from pipeline.core.models import MODEL_PARAMS, MODEL_TASKS, MODELS, build_model
 
+        if isinstance(raw, dict) and "entry_point" in raw:
+            return entry_points.read_model(self, raw, task)
         if isinstance(raw, str):
             raw = {"name": raw}
         if not isinstance(raw, dict):

@@ -18,8 +18,38 @@ from pipeline.study.space import (
 
 
 @dataclass(frozen=True)
+class EntryPoint:
+    """A user's function named by a study file: ``file.py:function`` (``path`` resolved against the study file)
+    or ``package.module:function`` (``module``). ``source`` is the file that holds the code (hashed into the
+    study's identity, shipped with an exported model). Loading it runs that code: see
+    :mod:`pipeline.study.entry_points`."""
+
+    text: str  # as written in the study file
+    function: str
+    path: Path | None = None
+    module: str | None = None
+    source: Path | None = None
+
+    def source_sha256(self) -> str:
+        """sha256 of the entry point's source file ("" when it cannot be read): a changed model is a new study."""
+        import hashlib
+
+        try:
+            return hashlib.sha256(self.source.read_bytes()).hexdigest() if self.source else ""
+        except OSError:
+            return ""
+
+    def identity(self) -> dict[str, str]:
+        """What names this code for a study's fingerprint: the entry point as written and its file's hash."""
+        return {"entry_point": self.text, "source_sha256": self.source_sha256()}
+
+
+@dataclass(frozen=True)
 class DataSpec:
-    """Arguments of ``pipeline.datasets.load_dataset`` (the seed is the study's). ``path`` is absolute."""
+    """Arguments of ``pipeline.datasets.load_dataset`` (the seed is the study's). ``path`` is absolute.
+
+    ``dataset == "entry_point"``: the arrays come from the user's function ``entry_point`` called with ``params``
+    (and ``seed`` when it takes one), then are split and standardised like any dataset."""
 
     dataset: str
     path: Path | None = None
@@ -28,14 +58,21 @@ class DataSpec:
     val_fraction: float = 0.2
     standardize: bool = True
     params: Mapping[str, Any] = field(default_factory=dict)
+    entry_point: EntryPoint | None = None
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """``pipeline.core.models.build_model(name, n_features=..., task=..., n_classes=..., **params)``."""
+    """``pipeline.core.models.build_model(name, n_features=..., task=..., n_classes=..., **params)``.
+
+    ``name == "entry_point"``: the user's function ``entry_point`` builds the model from ``params`` (and
+    ``n_features``, ``task``, ``n_classes`` when it takes them); ``gradient_check`` holds the tolerances of the
+    check it must pass before anything is written (``pipeline.core.usermodel.GradientTolerance``)."""
 
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    entry_point: EntryPoint | None = None
+    gradient_check: Any = None
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,7 @@ from optuna.trial import TrialState
 
 from pipeline import config
 from pipeline.errors import ConfigError
-from pipeline.study.experiment import (
-    load_study_data,
-)
+from pipeline.study.experiment import build_model_for, load_study_data
 from pipeline.study.spec import StudySpec
 from pipeline.summary import RunSummary, StopReason, now_utc
 from pipeline.tuning.commands import resolve_auto_lr
@@ -143,6 +141,7 @@ def run_study(
     # against the real number of updates, the MLflow store; only then the Optuna storage.
     data = load_study_data(spec)
     spec.check_steps(data.n_train)
+    build_model_for(spec, data)  # the model against the data; a user's model against finite differences
     storage_url = storage or config.DEFAULT_STORAGE
     if "://" not in storage_url:
         _check_journal_file(Path(storage_url))
