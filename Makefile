@@ -44,9 +44,8 @@ report: $(STAMP) ## Write the plots of STUDY under reports/ and log them to MLfl
 dashboard: $(STAMP) ## Browse Optuna studies (learning curves, pruned trials) at http://127.0.0.1:8080
 	$(VENV)/bin/optuna-dashboard studies/optuna.journal --host 127.0.0.1 --port 8080 --artifact-dir studies/artifacts
 
-mlflow-ui: $(STAMP) ## Compare trials' curves and parameters at http://127.0.0.1:5000
-	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
-	  --default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port 5000
+mlflow-ui: $(STAMP) ## Compare trials' curves and parameters at http://127.0.0.1:5000 (one lean server process)
+	$(PY) -m pipeline mlflow-ui
 
 lock: $(STAMP) ## Re-pin constraints.txt from the current virtual environment
 	{ echo '# Exact versions of every installed package (pip freeze). Ranges live in pyproject.toml.'; \

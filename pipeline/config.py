@@ -13,6 +13,8 @@ DEFAULT_STUDY = STUDIES_DIR / "diabetes-reference.yaml"
 # One journal file for every study: optuna-dashboard opens it as is, several processes on one machine may share it.
 DEFAULT_STORAGE = str(STUDIES_DIR / "optuna.journal")
 OPTUNA_ARTIFACTS_DIR = STUDIES_DIR / "artifacts"
+# The MLflow experiment's shared view (experiment tag mlflow.sharedViewState.<key>) that the printed link opens.
+MLFLOW_VIEW_KEY = "trials"
 
 
 def optuna_artifact_dir(storage: str | None) -> Path:

@@ -153,6 +153,8 @@ def _best(s: RunSummary) -> list[str]:
         return ["  best          none: no trial completed"]
     b = s.best
     lines = [f"  best          trial {b['trial']}: loss {b['value']:.6g}"]
+    if s.extra.get("loss_meaning"):
+        lines.append(f"  loss          {s.extra['loss_meaning']}")
     width = max(len(k) for k in b["params"]) if b["params"] else 0
     for key, value in b["params"].items():
         shown = f"{value:.4g}" if isinstance(value, float) else value
@@ -161,18 +163,78 @@ def _best(s: RunSummary) -> list[str]:
     return lines
 
 
+def _edges(s: RunSummary) -> list[str]:
+    """A best value at the edge of its searched range: the optimum may lie outside it."""
+    return [f"  warning       {line}" for line in s.extra.get("edge_warnings") or []]
+
+
+def _make(target: str, **variables: str) -> str:
+    """A `make` command that works when pasted: from the repository, or with -C from anywhere else."""
+    here = Path.cwd().resolve() == config.ROOT
+    words = ["make"] + ([] if here else ["-C", str(config.ROOT)]) + [target]
+    words += [f"{k}={_quote(v)}" for k, v in variables.items() if v]
+    return " ".join(words)
+
+
+def _quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
+
+
 def _browse(s: RunSummary) -> list[str]:
-    artifacts = config.optuna_artifact_dir(s.storage)
-    lines = [f"  browse        optuna-dashboard {s.storage} --artifact-dir {artifacts}"]
+    """What to do next, as commands that work when pasted (the tools live in the project's virtual environment,
+    which is not on PATH: `make` targets, or the venv's own paths when the stores are not the defaults)."""
+    venv = config.ROOT / ".venv" / "bin"
+    default_storage = s.storage == config.DEFAULT_STORAGE
+    if default_storage:
+        dashboard = _make("dashboard") + "      # optuna-dashboard at http://127.0.0.1:8080"
+    else:
+        artifacts = config.optuna_artifact_dir(s.storage)
+        dashboard = (
+            f"{venv / 'optuna-dashboard'} {_quote(s.storage)} --artifact-dir {artifacts} --host 127.0.0.1"
+        )
+    lines = ["  next steps", f"    {dashboard}"]
+    link = s.extra.get("mlflow_link")
     if s.tracking_uri and s.tracking_uri.startswith(("http://", "https://")):
-        lines.append(f"                {s.tracking_uri} (MLflow server)")
+        lines.append(f"    open {link or s.tracking_uri}")
     elif s.tracking_uri:
-        lines.append(f"                mlflow ui --backend-store-uri {s.tracking_uri} --host 127.0.0.1")
+        if s.tracking_uri == config.default_tracking_uri():
+            lines.append(f"    {_make('mlflow-ui')}      # then open the link below")
+        else:
+            lines.append(
+                f"    {venv / 'python'} -m pipeline mlflow-ui --backend-store-uri {_quote(s.tracking_uri)}"
+            )
+        if link:
+            lines.append(f"    open {link}")
+            lines.append(
+                "      (the curves of the 10 best trials; the table icon lists every trial with its params)"
+            )
+    study_file = s.extra.get("study_file")
+    if study_file:
+        if Path.cwd().resolve() != config.ROOT:
+            study_file = str(Path(study_file).resolve())
+        args = []
+        if not default_storage:
+            args.append(f"--storage {s.storage}")
+        if s.tracking_uri and s.tracking_uri != config.default_tracking_uri():
+            args.append(f"--tracking-uri {s.tracking_uri}")
+        lines.append(
+            f"    {_make('report', STUDY=study_file, ARGS=' '.join(args))}      # plots under reports/"
+        )
     return lines
 
 
 # The summary's sections, in order; each takes the summary and returns its lines (maybe none).
-SECTIONS: list[Callable[[RunSummary], list[str]]] = [_header, _counts, _stopped, _change, _best, _browse]
+SECTIONS: list[Callable[[RunSummary], list[str]]] = [
+    _header,
+    _counts,
+    _stopped,
+    _change,
+    _best,
+    _edges,
+    _browse,
+]
 
 
 def render(s: RunSummary) -> str:

@@ -89,12 +89,14 @@ def client(e2e_store):
     return MlflowClient(tracking_uri=e2e_store.tracking_uri)
 
 
-def runs_by_name(client, experiment: str) -> dict[str, list]:
-    """run name -> runs of that name in the experiment."""
+def runs_by_name(client, experiment: str, *, trials_only: bool = True) -> dict[str, list]:
+    """run name -> runs of that name in the experiment (without the study's parent run unless asked)."""
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment!r}"
     found: dict[str, list] = {}
     for run in client.search_runs([exp.experiment_id], max_results=1000):
+        if trials_only and run.info.run_name == "study":
+            continue
         found.setdefault(run.info.run_name, []).append(run)
     return found
 
@@ -157,10 +159,15 @@ def test_diverged_trials_are_pruned_at_the_epoch_plain_gradient_descent_diverges
         # Pruned at the very epoch it diverged: no epoch is trained past the divergence.
         assert t.user_attrs["diverged_epoch"] == diverged_epoch, f"trial {t.number} lr={t.params['lr']}"
         assert t.user_attrs["epochs_run"] == diverged_epoch + 1
+        # Optuna gets the curve up to the last finite epoch before the divergence, never the diverged loss
+        # (which would stretch the dashboard's plots); that one is a user attribute.
         steps = sorted(t.intermediate_values)
-        assert steps[0] == 0 and steps[-1] == diverged_epoch
+        assert steps[0] == 0 and steps[-1] == diverged_epoch - 1
         for step in steps:
             assert_close(t.intermediate_values[step], val[step], f"trial {t.number} step {step}")
+        assert_close(t.value, val[diverged_epoch - 1], f"trial {t.number} value")
+        recorded = t.user_attrs["diverged_loss"]
+        assert_close(float(recorded), val[diverged_epoch], f"trial {t.number} diverged_loss")
 
 
 def test_complete_trials_never_diverge_and_report_the_final_validation_loss(diverge, diverge_study):
@@ -255,17 +262,39 @@ def test_mlflow_run_of_a_trial(client, diverge, diverge_study, state, status, pr
     if state == TrialState.COMPLETE:
         assert "prune_reason" not in tags and "diverged_epoch" not in tags
 
-    # Curves: one point per epoch run, step = epoch; the lr follows lr0 exp(-k e).
+    # Curves: one point per epoch, step = epoch; the lr follows lr0 exp(-k e). A diverged run's curves stop
+    # before the epoch that diverged; the loss it diverged with is a metric of its own.
+    end = diverged_epoch if diverged_epoch is not None else diverge.epochs
     steps, lrs = history(client, run.info.run_id, "lr")
-    assert steps == list(range(epochs_run))
-    assert lrs == pytest.approx([lr0 * math.exp(-decay * e) for e in range(epochs_run)], rel=1e-12)
+    assert steps == list(range(end))
+    assert lrs == pytest.approx([lr0 * math.exp(-decay * e) for e in range(end)], rel=1e-12)
     for key, expected in (("train_loss", train), ("val_loss", val)):
         steps, values = history(client, run.info.run_id, key)
-        # Non-finite points are not logged (they would flatten the other runs' curves).
-        finite = [(e, v) for e, v in enumerate(expected) if math.isfinite(v)]
-        assert steps == [e for e, _ in finite], key
-        assert values == pytest.approx([v for _, v in finite], rel=REL), key
+        assert steps == list(range(end)), key
+        assert values == pytest.approx(list(expected[:end]), rel=REL), key
+    metrics = run.data.metrics
+    if diverged_epoch is not None:
+        assert "final_loss" not in metrics  # sorting by final_loss puts diverged runs last
+        assert metrics["last_finite_loss"] == pytest.approx(val[diverged_epoch - 1], rel=REL)
+        if math.isfinite(val[diverged_epoch]):
+            assert metrics["diverged_loss"] == pytest.approx(val[diverged_epoch], rel=REL)
+        assert float(tags["diverged_loss"]) == pytest.approx(val[diverged_epoch], rel=REL)
+    else:
+        assert metrics["final_loss"] == pytest.approx(val[-1], rel=REL)
+        assert "diverged_loss" not in metrics
     assert run.data.metrics["epochs_run"] == epochs_run
+
+
+def test_trials_are_runs_nested_under_one_study_run(client, diverge_study):
+    runs = runs_by_name(client, "diverge", trials_only=False)
+    (parent,) = runs["study"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["study"] == "diverge"
+    trial_runs = [r for name, rs in runs.items() if name != "study" for r in rs]
+    assert len(trial_runs) == len(diverge_study.get_trials())
+    for run in trial_runs:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["study"] == "diverge" and "trial_number" in run.data.tags
 
 
 def test_each_trial_links_to_its_mlflow_run_and_back(client, diverge_study):

@@ -104,8 +104,11 @@ def test_parallel_workers_share_one_study_without_duplicates(storage, tmp_path):
 
     client = MlflowClient(tracking)
     (experiment,) = [e for e in client.search_experiments() if e.name == "shared"]
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    runs = client.search_runs([experiment.experiment_id], "attributes.run_name != 'study'", max_results=100)
     assert sorted(r.info.run_id for r in runs) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
+    # Workers starting together still nest every trial under one study run.
+    (parent,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'study'")
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
 
 
 def test_workers_that_start_together_sample_different_trials_and_worker_0_is_reproducible():
@@ -174,7 +177,7 @@ def test_a_killed_nightly_job_leaves_no_running_trial_or_run(tmp_path):
     assert trials and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     client = MlflowClient(tracking)
     (experiment,) = [e for e in client.search_experiments() if e.name == "night"]
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id], "attributes.run_name != 'study'")
     assert len(runs) == len(trials) and {r.info.status for r in runs} == {"FINISHED"}
 
 

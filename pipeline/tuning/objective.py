@@ -38,6 +38,13 @@ class _OptunaSuggester:
         return self._trial.suggest_categorical(name, list(choices))
 
 
+def last_finite_epoch(result: TrainResult) -> int | None:
+    """The last epoch before a diverged run's divergence whose monitored loss is finite (None: it diverged at once)."""
+    end = result.diverged_epoch if result.diverged_epoch is not None else result.epochs_run
+    finite = np.flatnonzero(np.isfinite(result.monitored[:end]))
+    return int(finite[-1]) if finite.size else None
+
+
 def report_epochs(epochs: int, points: int) -> frozenset[int]:
     """The epochs whose loss is reported to Optuna: ``points`` evenly spaced ones, always the first and last.
 
@@ -83,15 +90,21 @@ class Objective:
             raise
 
         if result.status == DIVERGED:
-            # Report the loss that diverged (inf when non-finite; Optuna keeps it, and TPE ranks every pruned
-            # trial below every complete one), then prune: returning NaN would make the trial FAIL instead.
-            trial.report(
-                float(result.monitored[-1]) if not np.isnan(result.monitored[-1]) else math.inf,
-                result.diverged_epoch,
+            # Optuna gets the last finite loss before the divergence, not the loss that diverged (up to 1e308):
+            # that value would stretch every plot of the dashboard (history, intermediate values, slice, EDF)
+            # until the other trials lie flat on 0. The diverged loss is kept as user attributes. Pruned trials
+            # still rank below every complete one in TPE whatever their value (see tests/test_objective.py).
+            diverged_loss = float(result.monitored[result.diverged_epoch])
+            last = last_finite_epoch(result)
+            if last is not None and last not in reported:
+                trial.report(float(result.monitored[last]), last)
+            trial.set_user_attr(
+                "diverged_loss", diverged_loss if math.isfinite(diverged_loss) else repr(diverged_loss)
             )
             tags = {
                 "prune_reason": PRUNE_DIVERGED,
                 "diverged_epoch": result.diverged_epoch,
+                "diverged_loss": repr(diverged_loss),
                 "stop": result.reason,
             }
             self._finish(trial, run_id, result, "PRUNED", tags)
@@ -113,20 +126,29 @@ class Objective:
             return
         curves, final = {}, {}
         if result is not None:
-            curves = {"train_loss": result.train_loss, "lr": result.lr}
+            # A diverged run's curves stop before the epoch that diverged: its loss there (up to 1e308) would set
+            # the y-axis of every chart it shares with the other runs. It is logged on its own instead, as the
+            # metric `diverged_loss` (when finite) and the tags `diverged_loss` and `diverged_epoch`.
+            end = result.diverged_epoch if result.diverged else result.epochs_run
+            curves = {"train_loss": result.train_loss[:end], "lr": result.lr[:end]}
             if result.has_validation:
-                curves["val_loss"] = result.val_loss
+                curves["val_loss"] = result.val_loss[:end]
             if result.val_accuracy is not None:
-                curves["val_accuracy"] = result.val_accuracy
-            final = {
-                "final_train_loss": float(result.train_loss[-1]),
-                "final_loss": result.final_loss,
-                "best_loss": result.best_loss,
-                "epochs_run": result.epochs_run,
-            }
-            if result.has_validation:
-                final["final_val_loss"] = float(result.val_loss[-1])
-            if result.val_accuracy is not None and len(result.val_accuracy):
-                final["final_val_accuracy"] = float(result.val_accuracy[-1])
+                curves["val_accuracy"] = result.val_accuracy[:end]
+            final = {"best_loss": result.best_loss, "epochs_run": result.epochs_run}
+            if result.diverged:
+                # No final_* metric: sorting the runs table by final_loss puts diverged runs last, not among the
+                # best on the strength of the loss they had before they blew up.
+                final["diverged_loss"] = float(result.monitored[result.diverged_epoch])
+                last = last_finite_epoch(result)
+                if last is not None:
+                    final["last_finite_loss"] = float(result.monitored[last])
+            else:
+                final["final_train_loss"] = float(result.train_loss[-1])
+                final["final_loss"] = result.final_loss
+                if result.has_validation:
+                    final["final_val_loss"] = float(result.val_loss[-1])
+                if result.val_accuracy is not None and len(result.val_accuracy):
+                    final["final_val_accuracy"] = float(result.val_accuracy[-1])
         all_tags = {"study": self.spec.name, "trial_number": trial.number, "state": state, **tags}
         self.tracker.finish_trial(run_id, curves, final, state, {k: str(v) for k, v in all_tags.items()})

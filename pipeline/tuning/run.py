@@ -24,6 +24,13 @@ from pipeline.summary import RunSummary, StopReason, now_utc
 from pipeline.tuning.commands import resolve_auto_lr
 from pipeline.tuning.objective import Objective
 from pipeline.tuning.storage import _check_journal_file, best_trial_info, count_trials, open_storage
+from pipeline.tuning.ui import (
+    describe_study,
+    loss_meaning,
+    mlflow_link,
+    range_edge_warnings,
+    set_mlflow_view,
+)
 
 
 def _sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -133,7 +140,7 @@ def run_study(
     ``fail_stale_after``: seconds after which a trial still RUNNING is taken for one a killed worker left behind
     (a journal file has no heartbeat) and marked FAIL, with its MLflow run, before new trials start.
     """
-    from pipeline.tracking import Tracker  # the only MLflow contact, imported only when tracking
+    from pipeline.tracking import NOTE_TAG, Tracker  # the only MLflow contact, imported only when tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started_at = now_utc()
@@ -147,7 +154,11 @@ def run_study(
         _check_journal_file(Path(storage_url))
     tracker = None
     if track:
-        tracker = Tracker(spec.name, tracking_uri=tracking_uri, tags={"study_file": str(spec.path)})
+        tracker = Tracker(
+            spec.name,
+            tracking_uri=tracking_uri,
+            tags={"study_file": str(spec.path), NOTE_TAG: spec.description or None},
+        )
     try:
         backend = open_storage(storage_url)
     except ConfigError:
@@ -167,6 +178,7 @@ def run_study(
     study.set_user_attr("study_file", str(spec.path))
     study.set_user_attr("dataset", data.source)
     study.set_user_attr("model", spec.model.name)
+    describe_study(study, spec)
 
     n_trials = spec.budget.trials
     if spec.sampler.name == "grid":
@@ -207,6 +219,8 @@ def run_study(
                     callbacks=[on_trial_end],
                     show_progress_bar=progress,
                 )
+        if tracker is not None:
+            set_mlflow_view(study, tracker)
     finally:
         if tracker is not None:
             tracker.close()
@@ -238,4 +252,10 @@ def run_study(
         host=socket.gethostname(),
         pid=os.getpid(),
         worker=worker,
+        extra={
+            "study_file": str(spec.path),
+            "loss_meaning": loss_meaning(data),
+            "edge_warnings": range_edge_warnings(study),
+            "mlflow_link": mlflow_link(tracker.tracking_uri, tracker.experiment_id) if tracker else None,
+        },
     )
