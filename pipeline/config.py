@@ -32,3 +32,15 @@ def default_tracking_uri() -> str:
 
 def default_artifact_root() -> Path:
     return MLRUNS_DIR / "artifacts"
+
+
+def dataset_cache_file(name: str) -> Path:
+    """Where the arrays of scikit-learn's bundled dataset ``name`` are cached (read without importing
+    scikit-learn): ``$XDG_CACHE_HOME/lr-pipeline`` (default ``~/.cache/lr-pipeline``), one file per scikit-learn
+    version; ``$LR_PIPELINE_CACHE`` replaces the folder."""
+    from importlib.metadata import version
+
+    root = os.environ.get("LR_PIPELINE_CACHE")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lr-pipeline"
+    return Path(root) / f"sklearn-{version('scikit-learn')}-{name}.npz"

@@ -24,22 +24,30 @@ downloaded), no printing, no global random state.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import os
+import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from sklearn import datasets as skdatasets
 
+from pipeline import config
 from pipeline.core.arrays import Dataset, prepare
 from pipeline.core.checks import ArgumentError, check_bool, check_float, check_int
 from pipeline.core.names import BINARY, MULTICLASS, REGRESSION, TASKS
 from pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# scikit-learn (~2-3 s) and pandas (~0.5 s) are imported by the loaders that need them, not with this module: the
+# study loader imports it for its tables, and commands such as `best` never load data.
 
 # CSV task inference: an integer-valued numeric target with at most this many distinct values is read as class
 # labels, with more as a quantity (a 0..10 rating is classes, a price in whole euros is a regression target).
@@ -93,16 +101,60 @@ def _optional_positive_int(param, owner, value):
 
 @functools.cache
 def _bundled_arrays(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple | None]:
-    """Arrays of one of scikit-learn's bundled datasets (shipped with the package), read once per process."""
-    loader = getattr(skdatasets, f"load_{name}")
-    bunch = loader()
-    X = np.ascontiguousarray(bunch.data, dtype=np.float64)
-    y = np.asarray(bunch.target)
+    """Arrays of one of scikit-learn's bundled datasets (shipped with the package), read once per process.
+
+    Importing scikit-learn takes 1-3 s, most of a `tune` start on warm stores, so the arrays are also kept in a
+    cache file per scikit-learn version (:func:`pipeline.config.dataset_cache_file`), read with NumPy alone. The
+    file is written atomically; a missing, unreadable or foreign one is rebuilt from scikit-learn.
+    """
+    cache = config.dataset_cache_file(name)
+    try:
+        with np.load(cache, allow_pickle=False) as saved:
+            X, y = saved["X"], saved["y"]
+            feature_names = tuple(str(f) for f in saved["feature_names"])
+            label_names = tuple(str(n) for n in saved["label_names"]) if saved["has_labels"] else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        X, y, feature_names, label_names = _bundled_from_sklearn(name)
+        _write_cache(cache, X, y, feature_names, label_names)
+    X, y = np.ascontiguousarray(X, dtype=np.float64), np.asarray(y)
     X.flags.writeable = False  # the cache hands out the same arrays every time
     y.flags.writeable = False
+    return X, y, feature_names, label_names
+
+
+def _bundled_from_sklearn(name: str):
+    from sklearn import datasets as skdatasets
+
+    bunch = getattr(skdatasets, f"load_{name}")()
     names = getattr(bunch, "target_names", None)
     label_names = None if names is None else tuple(str(n) for n in names)
-    return X, y, tuple(str(f) for f in bunch.feature_names), label_names
+    return (
+        np.asarray(bunch.data),
+        np.asarray(bunch.target),
+        tuple(str(f) for f in bunch.feature_names),
+        label_names,
+    )
+
+
+def _write_cache(path: Path, X, y, feature_names, label_names) -> None:
+    """Best effort: a read-only or full disk only costs the next start the scikit-learn import."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False
+        ) as tmp:
+            np.savez(
+                tmp,
+                X=X,
+                y=y,
+                feature_names=np.array(feature_names, dtype=str),
+                label_names=np.array(label_names or (), dtype=str),
+                has_labels=np.array(label_names is not None),
+            )
+        os.replace(tmp.name, path)
+    except OSError:
+        with contextlib.suppress(OSError, NameError):
+            os.unlink(tmp.name)
 
 
 # dataset -> (task, target name); target names are what the scikit-learn docs say the target measures
@@ -130,6 +182,8 @@ def _columns(d: int) -> tuple[str, ...]:
 def _make_regression(
     seed: int, n_samples: int, n_features: int, n_informative: int | None, noise: float, bias: float
 ):
+    from sklearn import datasets as skdatasets
+
     if n_informative is None:
         n_informative = n_features
     elif n_informative > n_features:
@@ -149,11 +203,15 @@ def _make_regression(
 
 
 def _make_moons(seed: int, n_samples: int, noise: float):
+    from sklearn import datasets as skdatasets
+
     X, y = skdatasets.make_moons(n_samples=n_samples, noise=noise, random_state=seed)
     return _Raw(X, y, _columns(2), "y", "sklearn:make_moons", BINARY)
 
 
 def _make_circles(seed: int, n_samples: int, noise: float, factor: float):
+    from sklearn import datasets as skdatasets
+
     X, y = skdatasets.make_circles(n_samples=n_samples, noise=noise, factor=factor, random_state=seed)
     return _Raw(X, y, _columns(2), "y", "sklearn:make_circles", BINARY)
 
@@ -229,6 +287,8 @@ DATASET_PARAMS: dict[str, tuple[str, ...]] = {
 
 
 def _load_csv(path: str | os.PathLike, target: str) -> _Raw:
+    import pandas as pd
+
     where = str(path)
     p = Path(path)
     if not p.exists():
@@ -261,6 +321,8 @@ def _load_csv(path: str | os.PathLike, target: str) -> _Raw:
 
 def _numeric_column(s: pd.Series, where: str, col: str, role: str) -> np.ndarray:
     """A column as float64, or a DataError naming the column, the first bad row and its value."""
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
     converted = pd.to_numeric(s, errors="coerce")
@@ -293,7 +355,12 @@ def _resolve_target(raw: _Raw, task: str | None) -> tuple[str, np.ndarray, tuple
     """(task, encoded y, class labels) for the requested task, else the dataset's own, else inferred."""
     where, col = raw.source, raw.target_name
     y = raw.y
-    missing = pd.isna(y)
+    if y.dtype.kind in "iufb":  # NumPy's own: no pandas needed (bundled sets, generators, numeric CSV columns)
+        missing = np.isnan(y) if y.dtype.kind == "f" else np.zeros(y.shape, dtype=bool)
+    else:
+        import pandas as pd
+
+        missing = pd.isna(y)
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
         raise DataError(f"{where}: column {col!r}: missing target value at row {i} (0-based data row).")
@@ -306,8 +373,11 @@ def _resolve_target(raw: _Raw, task: str | None) -> tuple[str, np.ndarray, tuple
 
     task = task or raw.task
     if task == REGRESSION:
-        values = _numeric_column(pd.Series(y), where, col, "target") if not numeric else y.astype(np.float64)
-        return REGRESSION, values, ()
+        if numeric:
+            return REGRESSION, y.astype(np.float64), ()
+        import pandas as pd
+
+        return REGRESSION, _numeric_column(pd.Series(y), where, col, "target"), ()
 
     labels, codes = np.unique(y if y.dtype.kind in "biuf" else y.astype(str), return_inverse=True)
     k = len(labels)

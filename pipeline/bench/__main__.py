@@ -9,6 +9,8 @@ pipeline  studies/diabetes-reference.yaml, 100 trials: (a) this pipeline (journa
           curve in MLflow), (b) the same study written as the libraries' docs suggest (Optuna on SQLite with
           trial.report every epoch, mlflow.log_metric every epoch, one MLflow run per trial), (c) Optuna in memory
           with no tracking. Prints trials/s and the ratios a/b and a/c.
+commands  `best` against `python -c "import optuna"`, and `tune` from start to its first trial on warm stores
+          (pipeline/bench/commands.py).
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def bench_core(repeats: int = 100) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["core", "pipeline", "all"])
+    parser.add_argument("what", nargs="?", default="all", choices=["core", "pipeline", "commands", "all"])
     parser.add_argument("--trials", type=int, default=100, help="trials for (a) and (c) (default 100)")
     parser.add_argument(
         "--baseline-trials",
@@ -142,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     if args.what in ("core", "all"):
         bench_core()
+    if args.what in ("commands", "all"):
+        from pipeline.bench.commands import bench_best, bench_first_trial, warm_stores
+
+        with tempfile.TemporaryDirectory(prefix="lr-bench-") as tmp:
+            storage, tracking = warm_stores(Path(tmp))
+            bench_best(storage)
+            bench_first_trial(storage, tracking)
     if args.what in ("pipeline", "all"):
         from pipeline.bench.pipeline import bench_pipeline
 

@@ -28,7 +28,6 @@ from abc import ABC, abstractmethod
 from numbers import Integral
 
 import numpy as np
-from scipy.special import expit
 
 from pipeline.core.checks import ArgumentError, check_choice, check_int
 from pipeline.core.names import BINARY, MULTICLASS, REGRESSION, TASKS
@@ -46,6 +45,20 @@ def _check_n_classes(owner: str, task: str, n_classes) -> int:
             "n_classes", owner, f"{' or '.join(map(str, allowed))} for task {task!r}", n_classes
         )
     return int(n_classes)
+
+
+_expit = None
+
+
+def expit(z: np.ndarray) -> np.ndarray:
+    """The logistic sigmoid 1 / (1 + exp(-z)) without overflow warnings: SciPy's, imported on first use (SciPy
+    takes ~0.4 s to import, which commands that never train, such as `best`, should not pay)."""
+    global _expit
+    if _expit is None:
+        from scipy.special import expit as scipy_expit
+
+        _expit = scipy_expit
+    return _expit(z)
 
 
 # --- losses of the model's output z, each returning (loss, dL/dz); the 1/n of the mean is inside dL/dz ---

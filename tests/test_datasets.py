@@ -420,3 +420,64 @@ def test_numeric_example_can_still_be_split_when_asked():
     np.testing.assert_array_equal(
         np.concatenate([data.y_train, data.y_val]), 3 * np.concatenate([data.X_train, data.X_val])[:, 0]
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The bundled sets' cache: read with NumPy alone, the same arrays as scikit-learn's loaders
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    from pipeline import datasets
+
+    monkeypatch.setenv("LR_PIPELINE_CACHE", str(tmp_path / "cache"))
+    datasets._bundled_arrays.cache_clear()
+    yield tmp_path / "cache"
+    datasets._bundled_arrays.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["diabetes", "breast_cancer", "wine", "digits", "iris"])
+def test_the_cache_holds_scikit_learns_arrays(empty_cache, name):
+    from pipeline import datasets
+
+    bunch = getattr(skdatasets, f"load_{name}")()
+    first = datasets._bundled_arrays(name)  # written from scikit-learn
+    assert len(list(empty_cache.glob(f"*-{name}.npz"))) == 1
+    datasets._bundled_arrays.cache_clear()
+    again = datasets._bundled_arrays(name)  # read from the file
+    for got in (first, again):
+        X, y, features, labels = got
+        np.testing.assert_array_equal(X, bunch.data)
+        np.testing.assert_array_equal(y, bunch.target)
+        assert y.dtype == np.asarray(bunch.target).dtype
+        assert features == tuple(str(f) for f in bunch.feature_names)
+        names = getattr(bunch, "target_names", None)
+        assert labels == (None if names is None else tuple(str(n) for n in names))
+
+
+def test_a_damaged_cache_file_is_rebuilt(empty_cache):
+    from pipeline import datasets
+
+    datasets._bundled_arrays("iris")
+    (path,) = empty_cache.glob("*-iris.npz")
+    path.write_bytes(path.read_bytes()[:100])  # torn
+    datasets._bundled_arrays.cache_clear()
+    X, *_ = datasets._bundled_arrays("iris")
+    np.testing.assert_array_equal(X, skdatasets.load_iris().data)
+    with np.load(path) as rebuilt:
+        assert rebuilt["X"].shape == (150, 4)
+    assert list(empty_cache.glob("*.tmp")) == []
+
+
+def test_an_unwritable_cache_only_costs_the_import(tmp_path, monkeypatch):
+    from pipeline import datasets
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LR_PIPELINE_CACHE", str(blocker / "cache"))
+    datasets._bundled_arrays.cache_clear()
+    try:
+        X, *_ = datasets._bundled_arrays("wine")
+    finally:
+        datasets._bundled_arrays.cache_clear()
+    assert X.shape == (178, 13)
