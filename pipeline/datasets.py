@@ -355,7 +355,8 @@ def _resolve_target(raw: _Raw, task: str | None) -> tuple[str, np.ndarray, tuple
     """(task, encoded y, class labels) for the requested task, else the dataset's own, else inferred."""
     where, col = raw.source, raw.target_name
     y = raw.y
-    if y.dtype.kind in "iufb":  # NumPy's own: no pandas needed (bundled sets, generators, numeric CSV columns)
+    # NumPy's own types need no pandas (bundled sets, generators, numeric CSV columns)
+    if y.dtype.kind in "iufb":
         missing = np.isnan(y) if y.dtype.kind == "f" else np.zeros(y.shape, dtype=bool)
     else:
         import pandas as pd
