@@ -9,10 +9,9 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
 from pipeline import config
-from pipeline.errors import PipelineError
+from pipeline.errors import NoCompleteTrial, PipelineError
 from pipeline.exitcodes import ExitCode
 
 OK, NOTHING, BAD_INPUT = ExitCode.OK, ExitCode.NOTHING, ExitCode.BAD_INPUT
@@ -79,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     command("best", "print the best complete trial as JSON (exit 1 when there is none)")
     command("lr-find", "LR range test (Smith 2015): divergence point, suggested rates and search range, plot")
+    train = command(
+        "train-best",
+        "train the best trial's complete settings, save them under trained/STUDY/, log an MLflow pyfunc model",
+    )
+    train.add_argument(
+        "--register", metavar="NAME", help="register the model in MLflow's model registry as NAME"
+    )
+    train.add_argument(
+        "--out", metavar="DIR", help="folder for params.npy and settings.json (default: trained/<study>)"
+    )
     report = command("report", "write the study's plots under reports/STUDY/ and log them to MLflow")
     report.add_argument(
         "--out", metavar="DIR", help="folder for the PNG files (default: reports/<study name>)"
@@ -115,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "mlflow-ui":
             return _mlflow_ui(args)
+        if args.command == "train-best":
+            return _train_best(args)
+    except NoCompleteTrial as exc:
+        print(str(exc), file=sys.stderr)
+        return NOTHING
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return BAD_INPUT
@@ -135,21 +149,19 @@ def _mlflow_ui(args) -> int:
 
 
 def _load(args, **overrides):
-    from pipeline.study.loader import load_study
+    from pipeline import api
 
-    return load_study(
-        Path(args.study), overrides={k: v for k, v in overrides.items() if v is not None} or None
-    )
+    return api.load(args.study, **overrides)
 
 
 def _tune(args) -> int:
+    from pipeline import api
     from pipeline.summary import render as render_summary
-    from pipeline.tuning.run import run_study
 
     spec = _load(args, trials=args.trials, timeout=args.timeout)
     # A progress bar redrawn into a log file (CI, cron) is noise: only draw it on a terminal.
     progress = not args.no_progress and sys.stderr.isatty()
-    summary = run_study(
+    summary = api.tune(
         spec,
         storage=args.storage,
         tracking_uri=args.tracking_uri,
@@ -173,36 +185,50 @@ def tune_exit_code(summary) -> int:
 
 
 def _best(args) -> int:
-    from pipeline.tuning.storage import best_trial_info, load_existing_study
+    from pipeline import api
 
-    spec = _load(args)
-    info = best_trial_info(load_existing_study(spec, args.storage))
+    info = api.best(args.study, storage=args.storage)
     if info is None:
-        print(f"study {spec.name!r} has no complete trial yet", file=sys.stderr)
+        print(f"study in {args.study} has no complete trial yet", file=sys.stderr)
         return NOTHING
     print(json.dumps(info, indent=2))
     return OK
 
 
+def _train_best(args) -> int:
+    from pipeline import api
+
+    done = api.train_best(
+        args.study,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        out_dir=args.out,
+        register=args.register,
+    )
+    info = done.model.info
+    print(f"trained trial {info['trial']} of {info['study']} again: loss {info['value']:.6g} (reproduced)")
+    print(f"  saved        {done.folder}  (params.npy, settings.json)")
+    print(f"  mlflow model {done.model_uri}  (under the study's run {done.run_id})")
+    if done.registered_name:
+        print(f"  registered   models:/{done.registered_name}/{done.registered_version}")
+    print(f"  load it      mlflow.pyfunc.load_model({done.model_uri!r}).predict(rows)")
+    return OK
+
+
 def _lr_find(args) -> int:
-    from pipeline.tuning.commands import lr_find_for
+    from pipeline import api
 
     spec = _load(args)
-    report, path = lr_find_for(spec, storage=args.storage, tracking_uri=args.tracking_uri)
+    report, path = api.lr_find(spec, storage=args.storage, tracking_uri=args.tracking_uri)
     print(format_lr_find(spec.name, report, path))
     return OK
 
 
 def _report(args) -> int:
-    from pipeline.tuning.commands import study_report
+    from pipeline import api
 
     spec = _load(args)
-    paths = study_report(
-        spec,
-        storage=args.storage,
-        tracking_uri=args.tracking_uri,
-        out_dir=Path(args.out) if args.out else None,
-    )
+    paths = api.report(spec, storage=args.storage, tracking_uri=args.tracking_uri, out_dir=args.out)
     if not paths:
         print(f"study {spec.name!r} has no finished trial to report on", file=sys.stderr)
         return NOTHING

@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDIES_DIR = ROOT / "studies"
 MLRUNS_DIR = ROOT / "mlruns"
 REPORTS_DIR = ROOT / "reports"
+TRAINED_DIR = ROOT / "trained"  # `train-best`: trained/<study>/params.npy + settings.json
 DEFAULT_STUDY = STUDIES_DIR / "diabetes-reference.yaml"
 # One journal file for every study: optuna-dashboard opens it as is, several processes on one machine may share it.
 DEFAULT_STORAGE = str(STUDIES_DIR / "optuna.journal")

@@ -27,3 +27,7 @@ class ConfigError(PipelineError, ValueError):
 
 class DataError(PipelineError, ValueError):
     """A dataset cannot be loaded or is unusable (missing file/column, non-numeric, NaN, empty...)."""
+
+
+class NoCompleteTrial(PipelineError):
+    """The study has no complete trial yet (exit 1, not 2: nothing is wrong with the input)."""

@@ -28,7 +28,7 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.errors import _MISSING, ConfigError, DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.study.spec import DataSpec, EntryPoint, ModelSpec, StudySpec
 
 _SPEC = re.compile(r"^(?P<target>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
@@ -48,6 +48,8 @@ def parse(text, study_path: Path, *, file: str | None, key: str) -> EntryPoint:
     def error(message: str) -> ConfigError:
         return ConfigError(message, file=file, key=key, value=text)
 
+    if not isinstance(text, str) and (callable(text) or hasattr(text, "loss_and_grad")):
+        return from_object(text)
     if not isinstance(text, str) or not (m := _SPEC.match(text.strip())):
         raise error(
             'must be "path/to/file.py:function" (relative to the study file) or "package.module:function".'
@@ -73,6 +75,25 @@ def parse(text, study_path: Path, *, file: str | None, key: str) -> EntryPoint:
         raise error(f"cannot find module {target!r} (is it installed, or on PYTHONPATH?).")
     source = Path(found.origin) if found.origin and found.origin.endswith(".py") else None
     return EntryPoint(text, function, module=target, source=source)
+
+
+def from_object(obj) -> EntryPoint:
+    """An entry point given as a Python object (through the API): a model, or a function or class returning one
+    (or returning the data). Its source file, when it has one, is hashed like a named entry point's."""
+    target = (
+        obj if isinstance(obj, type) or callable(obj) and not hasattr(obj, "loss_and_grad") else type(obj)
+    )
+    name = getattr(target, "__qualname__", type(obj).__name__)
+    try:
+        source = inspect.getsourcefile(target)
+    except TypeError:
+        source = None
+    return EntryPoint(
+        f"<python object {getattr(target, '__module__', '?')}.{name}>",
+        name,
+        source=Path(source) if source and Path(source).is_file() else None,
+        obj=obj,
+    )
 
 
 def read_model(reader, raw: dict, task: str | None) -> ModelSpec:
@@ -144,9 +165,13 @@ def resolve(entry: EntryPoint, *, file: str | None, key: str):
     def error(message: str) -> ConfigError:
         return ConfigError(message, file=file, key=key, value=entry.text)
 
+    if entry.obj is not None:
+        obj = entry.obj
+        is_model = hasattr(obj, "loss_and_grad") and not isinstance(obj, type)
+        return (lambda **_: obj) if is_model else obj
     try:
         if entry.path is not None:
-            module = _import_file(entry.path)
+            module = import_file(entry.path)
         else:
             module = importlib.import_module(entry.module)
     except ConfigError:
@@ -163,7 +188,7 @@ def resolve(entry: EntryPoint, *, file: str | None, key: str):
     return function
 
 
-def _import_file(path: Path):
+def import_file(path: Path):
     """A module from a file, imported once per process under a name unique to its path."""
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
     stem = re.sub(r"\W", "_", path.stem)
@@ -181,27 +206,35 @@ def _import_file(path: Path):
     return module
 
 
-def call(function, kwargs: dict, injected: dict, *, file: str | None, key: str, params_key: str):
-    """Call the user's function with ``kwargs`` and those of ``injected`` it names (or all, with **kwargs)."""
+def _injected_for(function, injected: dict):
+    """The signature of ``function`` (None when it has none) and those of ``injected`` it takes."""
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
-        signature = None
+        return None, dict(injected)
+    names = signature.parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in names.values())
+    return signature, {k: v for k, v in injected.items() if takes_all or k in names}
+
+
+def call_with(function, kwargs: dict, injected: dict):
+    """``function(**kwargs, **those of injected it names)`` (all of them when it takes **kwargs)."""
+    return function(**kwargs, **_injected_for(function, injected)[1])
+
+
+def call(function, kwargs: dict, injected: dict, *, file: str | None, key: str, params_key: str):
+    """:func:`call_with`, with a ConfigError naming the key when the arguments do not fit or the call raises."""
+    signature, extra = _injected_for(function, injected)
     if signature is not None:
-        names = signature.parameters
-        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in names.values())
-        extra = {k: v for k, v in injected.items() if takes_all or k in names}
         try:
             signature.bind(**kwargs, **extra)
         except TypeError as exc:
             raise ConfigError(
-                f"does not fit the signature {function.__name__}{signature} ({exc}).",
+                f"does not fit the signature {getattr(function, '__name__', 'function')}{signature} ({exc}).",
                 file=file,
                 key=params_key,
                 value=kwargs,
             ) from None
-    else:
-        extra = dict(injected)
     try:
         return function(**kwargs, **extra)
     except (ConfigError, KeyboardInterrupt):
@@ -209,10 +242,9 @@ def call(function, kwargs: dict, injected: dict, *, file: str | None, key: str, 
     except Exception as exc:
         shown = ", ".join(f"{k}={v!r}" for k, v in {**kwargs, **extra}.items())
         raise ConfigError(
-            f"calling {function.__name__}({shown}) raised {type(exc).__name__}: {exc}",
+            f"calling {getattr(function, '__name__', 'it')}({shown}) raised {type(exc).__name__}: {exc}",
             file=file,
             key=key,
-            value=_MISSING,
         ) from None
 
 
@@ -278,6 +310,7 @@ def build_model(spec: StudySpec, data):
     what = json.dumps(
         [
             m.entry_point.text,
+            id(m.entry_point.obj),
             str(m.entry_point.source),
             m.entry_point.source_sha256(),
             repr(dict(m.params)),

@@ -18,6 +18,7 @@ from pipeline.core.training import Hook, TrainResult, train
 from pipeline.datasets import load_dataset
 from pipeline.errors import ConfigError
 from pipeline.study import entry_points
+from pipeline.study.settings import ReplaySuggester
 from pipeline.study.space import TrialSettings
 from pipeline.study.spec import StudySpec
 
@@ -116,31 +117,6 @@ def run_settings(
         hook=hook,
         trace_params=trace_params,
     )
-
-
-class ReplaySuggester:
-    """A Suggester that answers with a finished trial's recorded parameters (Optuna's ``trial.params``).
-
-    Feeding it to ``SearchSpace.sample`` rebuilds that trial's TrialSettings through the same conditional logic
-    that sampled them, so one-minus and fixed parameters come out exactly as they did in the trial.
-    """
-
-    def __init__(self, params: Mapping[str, object]):
-        self.params = dict(params)
-
-    def _get(self, name):
-        if name not in self.params:
-            raise KeyError(f"the trial has no parameter {name!r} (it has {sorted(self.params)})")
-        return self.params[name]
-
-    def float(self, name, low, high, *, log):
-        return float(self._get(name))
-
-    def int(self, name, low, high, *, log):
-        return int(self._get(name))
-
-    def categorical(self, name, choices):
-        return self._get(name)
 
 
 def replay(spec: StudySpec, data: Dataset, trial_params: Mapping[str, object], *, trace_params: bool = False):

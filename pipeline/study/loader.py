@@ -105,12 +105,18 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_study(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> StudySpec:
+def load_study(
+    path: str | Path,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    sections: Mapping[str, Any] | None = None,
+) -> StudySpec:
     """Read and validate the study file at ``path``.
 
     Args:
         path: a YAML study file (see the module docstring and ``studies/``).
         overrides: command-line values that replace the file's: ``trials``, ``timeout`` (None = keep the file's).
+        sections: top-level sections that replace the file's (the Python API's ``model=``), validated the same way.
 
     Raises:
         ConfigError: the first problem found, naming the file, the key path and the value.
@@ -132,7 +138,25 @@ def load_study(path: str | Path, *, overrides: Mapping[str, Any] | None = None) 
         raise ConfigError(f"invalid YAML{where}: {problem}.", file=file) from None
     if raw is None:
         raise ConfigError("the study file is empty.", file=file)
+    if sections and isinstance(raw, dict):
+        raw = {**raw, **sections}
     return _Reader(file, path).study(raw, overrides or {})
+
+
+def load_study_mapping(
+    raw: Mapping[str, Any], *, base_dir: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> StudySpec:
+    """Validate a study given as a dict (the Python API), exactly as a file: relative paths (a CSV, an entry
+    point's file) are taken from ``base_dir`` (default: the current directory). ``name`` is required."""
+    base = Path(base_dir or Path.cwd()).resolve()
+    file = "<study dict>"
+    if not isinstance(raw, Mapping):
+        raise ConfigError("a study must be a path or a mapping (dict).", file=file, value=raw)
+    if "name" not in raw:
+        raise ConfigError(
+            "missing required key (a study given as a dict needs a name).", file=file, key="name"
+        )
+    return _Reader(file, base / file).study(dict(raw), overrides or {})
 
 
 class _Reader:

@@ -29,6 +29,7 @@ class EntryPoint:
     path: Path | None = None
     module: str | None = None
     source: Path | None = None
+    obj: Any = None  # a Python object given through the API instead of a name (a model, or a function)
 
     def source_sha256(self) -> str:
         """sha256 of the entry point's source file ("" when it cannot be read): a changed model is a new study."""

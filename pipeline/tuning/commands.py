@@ -11,12 +11,12 @@ from optuna.trial import TrialState
 
 from pipeline import config
 from pipeline.core.arrays import Dataset
-from pipeline.errors import ConfigError
 from pipeline.study.experiment import (
     RangeTestReport,
     load_study_data,
     run_range_test,
 )
+from pipeline.study.settings import spec_with_lr_range
 from pipeline.study.spec import StudySpec
 from pipeline.tuning.storage import load_existing_study, open_storage, trial_records
 
@@ -80,16 +80,7 @@ def resolve_auto_lr(
 
 def spec_as_run(spec: StudySpec, study: optuna.Study) -> StudySpec:
     """The spec with ``lr: auto`` replaced by the range the study actually searched (for replays)."""
-    if spec.search.lr_auto is None:
-        return spec
-    recorded = study.user_attrs.get("lr_range")
-    if recorded is None:
-        raise ConfigError(
-            f"study {spec.name!r} has lr: auto but no recorded lr_range; run `tune` (or `lr-find`) first.",
-            file=str(spec.path),
-            key="search.lr",
-        )
-    return dataclasses.replace(spec, search=spec.search.with_lr_range(*recorded))
+    return spec_with_lr_range(spec, study.user_attrs.get("lr_range"))
 
 
 def param_importances(study: optuna.Study) -> dict[str, float]:
