@@ -102,7 +102,8 @@ def best(study: Study, *, model=None, storage: str | None = None) -> dict | None
 
     Keys: ``study``, ``trial``, ``value``, ``params`` (the searched values, as Optuna records them),
     ``mlflow_run_id`` and ``settings``: everything that trains the trial again (lr, batch size, optimizer and
-    schedule with all their parameters, epochs, divergence factor, seed, model, data).
+    schedule with all their parameters, epochs, divergence factor, seed, model, data); None, with
+    ``settings_error`` saying why, when the study file no longer describes the trial.
     """
     from pipeline.study.settings import complete_settings, spec_with_lr_range
     from pipeline.tuning.storage import best_trial_info, load_existing_study
@@ -112,8 +113,16 @@ def best(study: Study, *, model=None, storage: str | None = None) -> dict | None
     info = best_trial_info(optuna_study)
     if info is None:
         return None
-    spec = spec_with_lr_range(spec, optuna_study.user_attrs.get("lr_range"))
-    return {**info, "settings": complete_settings(spec, info["params"])}
+    try:
+        spec = spec_with_lr_range(spec, optuna_study.user_attrs.get("lr_range"))
+        return {**info, "settings": complete_settings(spec, info["params"])}
+    except (KeyError, ValueError) as exc:  # the trial does not fit the study file (edited since): say so
+        reason = exc.args[0] if exc.args else exc
+        return {
+            **info,
+            "settings": None,
+            "settings_error": f"the study file no longer describes this trial: {reason}",
+        }
 
 
 def lr_find(study: Study, *, model=None, storage: str | None = None, tracking_uri: str | None = None):

@@ -187,9 +187,10 @@ def tune_exit_code(summary) -> int:
 def _best(args) -> int:
     from pipeline import api
 
-    info = api.best(args.study, storage=args.storage)
+    spec = _load(args)
+    info = api.best(spec, storage=args.storage)
     if info is None:
-        print(f"study in {args.study} has no complete trial yet", file=sys.stderr)
+        print(f"study {spec.name!r} has no complete trial yet", file=sys.stderr)
         return NOTHING
     print(json.dumps(info, indent=2))
     return OK
