@@ -21,16 +21,25 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.reports import plots
 from pipeline.core.arrays import Dataset
 from pipeline.core.checks import check_int
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.study.experiment import ReplaySuggester, TrialRecord, build_model_for, load_study_data, replay
 from pipeline.core.models import Model
-from pipeline.core.names import BINARY, COMPLETE, COMPLETED, DIVERGED, MULTICLASS, PRUNE_DIVERGED, PRUNED, REGRESSION
-from pipeline.study.spec import StudySpec
-from pipeline.study.space import TrialSettings
+from pipeline.core.names import (
+    BINARY,
+    COMPLETE,
+    COMPLETED,
+    DIVERGED,
+    MULTICLASS,
+    PRUNE_DIVERGED,
+    PRUNED,
+    REGRESSION,
+)
 from pipeline.core.training import TrainResult
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.reports import plots
+from pipeline.study.experiment import ReplaySuggester, TrialRecord, build_model_for, load_study_data, replay
+from pipeline.study.space import TrialSettings
+from pipeline.study.spec import StudySpec
 
 LOSS_NAMES = {REGRESSION: "MSE", BINARY: "cross-entropy", MULTICLASS: "cross-entropy"}
 # Replays run the same NumPy code on the same data; only a different BLAS could move the last digits.
