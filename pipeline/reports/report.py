@@ -345,7 +345,8 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     has_val = data.X_val.shape[0] > 0
-    loss = f"{'validation' if has_val else 'training'} loss ({LOSS_NAMES.get(data.task, 'loss')})"
+    kind = "the model's own" if spec.model.entry_point is not None else LOSS_NAMES.get(data.task, "loss")
+    loss = f"{'validation' if has_val else 'training'} loss ({kind})"
     name = spec.name
     written: list[Path] = []
 
@@ -423,7 +424,7 @@ def write_report(
                 # Every weight of a small model; the first few of a large one (more lines are unreadable).
                 max_params=len(labels) if len(labels) <= 12 else 8,
                 diverged_epochs=[t.result.diverged_epoch for t in picked],
-                title=f"{name}: {spec.model.name} weights during training, one panel per learning rate{of}",
+                title=f"{name}: {spec.model.label} weights during training, one panel per learning rate{of}",
             ),
             "trajectories",
         )

@@ -75,6 +75,11 @@ class ModelSpec:
     entry_point: EntryPoint | None = None
     gradient_check: Any = None
 
+    @property
+    def label(self) -> str:
+        """How to name the model to a person: the built-in's name, or the entry point as written."""
+        return self.entry_point.text if self.entry_point is not None else self.name
+
 
 @dataclass(frozen=True)
 class TrainingSpec:

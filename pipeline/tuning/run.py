@@ -177,7 +177,7 @@ def run_study(
     study.sampler = _sampler(spec, sampler_seed(spec.seed, existing, worker))
     study.set_user_attr("study_file", str(spec.path))
     study.set_user_attr("dataset", data.source)
-    study.set_user_attr("model", spec.model.name)
+    study.set_user_attr("model", spec.model.label)
     describe_study(study, spec)
 
     n_trials = spec.budget.trials
@@ -254,7 +254,9 @@ def run_study(
         worker=worker,
         extra={
             "study_file": str(spec.path),
-            "loss_meaning": loss_meaning(data),
+            "loss_meaning": loss_meaning(
+                data, spec.model.entry_point.text if spec.model.entry_point else None
+            ),
             "edge_warnings": range_edge_warnings(study),
             "mlflow_link": mlflow_link(tracker.tracking_uri, tracker.experiment_id) if tracker else None,
         },

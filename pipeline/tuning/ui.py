@@ -87,9 +87,16 @@ def mlflow_link(tracking_uri: str | None, experiment_id: str | None) -> str | No
     return f"{base}/#/experiments/{experiment_id}/runs?{query}"
 
 
-def loss_meaning(data) -> str:
-    """What the study's loss is, in words: the summary's "loss 0.424" means nothing without it."""
+def loss_meaning(data, entry_point: str | None = None) -> str:
+    """What the study's loss is, in words: the summary's "loss 0.424" means nothing without it.
+
+    ``entry_point``: a user's model (``model: {entry_point: ...}``), whose loss is its own ``loss``."""
     split = "validation" if data.X_val.shape[0] else "training"
+    if entry_point is not None:
+        scaled = (
+            " on the standardised target" if data.task == "regression" and data.target_scale != 1.0 else ""
+        )
+        return f"{split} loss as {entry_point}'s loss() defines it{scaled}"
     if data.task == "regression":
         if data.target_scale != 1.0:
             return (
