@@ -74,6 +74,17 @@ def oracle_for(trial, epochs: int):
     return gradient_descent(trial.params["lr"], trial.params.get("exponential.decay_rate", 0.0), epochs)
 
 
+def last_shown(train, val, diverged_epoch: int, factor: float = 10.0) -> int | None:
+    """The last epoch before the divergence whose validation loss is finite and at most `factor` times the lowest
+    loss seen before it, the initial training loss included (README, Divergence)."""
+    lowest, last = train[0], None
+    for epoch in range(diverged_epoch):
+        if math.isfinite(val[epoch]) and val[epoch] <= factor * lowest:
+            last = epoch
+        lowest = min(lowest, val[epoch])
+    return last
+
+
 def assert_close(actual: float, expected: float, what: str) -> None:
     if math.isinf(expected):
         assert actual == expected, f"{what}: {actual} != {expected}"
@@ -161,11 +172,17 @@ def test_diverged_trials_are_pruned_at_the_epoch_plain_gradient_descent_diverges
         assert t.user_attrs["epochs_run"] == diverged_epoch + 1
         # Optuna gets the curve up to the last finite epoch before the divergence, never the diverged loss
         # (which would stretch the dashboard's plots); that one is a user attribute.
+        train = oracle_for(t, diverge.epochs)[0]
+        last = last_shown(train, val, diverged_epoch)
         steps = sorted(t.intermediate_values)
-        assert steps[0] == 0 and steps[-1] == diverged_epoch - 1
-        for step in steps:
-            assert_close(t.intermediate_values[step], val[step], f"trial {t.number} step {step}")
-        assert_close(t.value, val[diverged_epoch - 1], f"trial {t.number} value")
+        if last is None:  # blew up at the first step: nothing fit to show
+            assert steps == [] and t.value is None
+        else:
+            assert steps[-1] == last
+            for step in steps:
+                assert_close(t.intermediate_values[step], val[step], f"trial {t.number} step {step}")
+                assert val[step] <= 10 * max(train[0], 1e-12)  # nothing from the blow-up
+            assert_close(t.value, val[last], f"trial {t.number} value")
         recorded = t.user_attrs["diverged_loss"]
         assert_close(float(recorded), val[diverged_epoch], f"trial {t.number} diverged_loss")
 
@@ -264,7 +281,10 @@ def test_mlflow_run_of_a_trial(client, diverge, diverge_study, state, status, pr
 
     # Curves: one point per epoch, step = epoch; the lr follows lr0 exp(-k e). A diverged run's curves stop
     # before the epoch that diverged; the loss it diverged with is a metric of its own.
-    end = diverged_epoch if diverged_epoch is not None else diverge.epochs
+    end = diverge.epochs
+    if diverged_epoch is not None:
+        last = last_shown(train, val, diverged_epoch)
+        end = 0 if last is None else last + 1
     steps, lrs = history(client, run.info.run_id, "lr")
     assert steps == list(range(end))
     assert lrs == pytest.approx([lr0 * math.exp(-decay * e) for e in range(end)], rel=1e-12)
@@ -275,7 +295,8 @@ def test_mlflow_run_of_a_trial(client, diverge, diverge_study, state, status, pr
     metrics = run.data.metrics
     if diverged_epoch is not None:
         assert "final_loss" not in metrics  # sorting by final_loss puts diverged runs last
-        assert metrics["last_finite_loss"] == pytest.approx(val[diverged_epoch - 1], rel=REL)
+        if end:
+            assert metrics["loss_before_divergence"] == pytest.approx(val[end - 1], rel=REL)
         if math.isfinite(val[diverged_epoch]):
             assert metrics["diverged_loss"] == pytest.approx(val[diverged_epoch], rel=REL)
         assert float(tags["diverged_loss"]) == pytest.approx(val[diverged_epoch], rel=REL)

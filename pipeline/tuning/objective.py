@@ -38,11 +38,35 @@ class _OptunaSuggester:
         return self._trial.suggest_categorical(name, list(choices))
 
 
-def last_finite_epoch(result: TrainResult) -> int | None:
-    """The last epoch before a diverged run's divergence whose monitored loss is finite (None: it diverged at once)."""
+class ShownLoss:
+    """Which monitored losses are fit to show: finite, and at most ``factor`` times the lowest loss seen before
+    (the initial training loss included). The training loop declares divergence on the training loss, one epoch
+    after the step that blew up, so the validation loss of that step (often 100-1000x the rest) would otherwise
+    reach the stores first and set the scale of every plot. Fed one epoch at a time, in order."""
+
+    def __init__(self, factor: float):
+        self.factor = factor
+        self.lowest = math.inf
+        self.last: tuple[int, float] | None = None  # the last shown (epoch, loss)
+
+    def __call__(self, epoch: int, loss: float, train_loss: float) -> bool:
+        if epoch == 0 and math.isfinite(train_loss):
+            self.lowest = train_loss  # the loss of the initial parameters
+        shown = math.isfinite(loss) and loss <= self.factor * self.lowest
+        if math.isfinite(loss):
+            self.lowest = min(self.lowest, loss)
+        if shown:
+            self.last = (epoch, float(loss))
+        return shown
+
+
+def last_shown_epoch(result: TrainResult, factor: float) -> int | None:
+    """The last epoch of a run whose loss :class:`ShownLoss` lets through before it diverged (None: none)."""
     end = result.diverged_epoch if result.diverged_epoch is not None else result.epochs_run
-    finite = np.flatnonzero(np.isfinite(result.monitored[:end]))
-    return int(finite[-1]) if finite.size else None
+    shown = ShownLoss(factor)
+    for epoch in range(end):
+        shown(epoch, float(result.monitored[epoch]), float(result.train_loss[epoch]))
+    return shown.last[0] if shown.last is not None else None
 
 
 def report_epochs(epochs: int, points: int) -> frozenset[int]:
@@ -74,10 +98,12 @@ class Objective:
             reported = report_epochs(spec.training.epochs, spec.tracking.report_points)
             pruned_by_pruner = False
 
+            shown = ShownLoss(spec.training.divergence_factor)
+
             def hook(record: EpochRecord) -> bool:
                 nonlocal pruned_by_pruner
-                if record.epoch in reported:
-                    value = record.val_loss if self.data.X_val.shape[0] else record.train_loss
+                value = record.val_loss if self.data.X_val.shape[0] else record.train_loss
+                if shown(record.epoch, value, record.train_loss) and record.epoch in reported:
                     trial.report(value, record.epoch)
                     if self.prune_underperforming and trial.should_prune():
                         pruned_by_pruner = True
@@ -90,14 +116,13 @@ class Objective:
             raise
 
         if result.status == DIVERGED:
-            # Optuna gets the last finite loss before the divergence, not the loss that diverged (up to 1e308):
+            # Optuna gets the last loss before the blow-up (ShownLoss), not the loss that diverged (up to 1e308):
             # that value would stretch every plot of the dashboard (history, intermediate values, slice, EDF)
-            # until the other trials lie flat on 0. The diverged loss is kept as user attributes. Pruned trials
+            # until the other trials lie flat on 0. The diverged loss is kept as a user attribute. Pruned trials
             # still rank below every complete one in TPE whatever their value (see tests/test_objective.py).
             diverged_loss = float(result.monitored[result.diverged_epoch])
-            last = last_finite_epoch(result)
-            if last is not None and last not in reported:
-                trial.report(float(result.monitored[last]), last)
+            if shown.last is not None and shown.last[0] not in reported:
+                trial.report(shown.last[1], shown.last[0])
             trial.set_user_attr(
                 "diverged_loss", diverged_loss if math.isfinite(diverged_loss) else repr(diverged_loss)
             )
@@ -126,10 +151,14 @@ class Objective:
             return
         curves, final = {}, {}
         if result is not None:
-            # A diverged run's curves stop before the epoch that diverged: its loss there (up to 1e308) would set
-            # the y-axis of every chart it shares with the other runs. It is logged on its own instead, as the
+            # A diverged run's curves stop at its last shown loss (ShownLoss), before the blow-up: the losses after
+            # it (up to 1e308) would set the y-axis of every chart the run shares with the others. It is logged on its own instead, as the
             # metric `diverged_loss` (when finite) and the tags `diverged_loss` and `diverged_epoch`.
-            end = result.diverged_epoch if result.diverged else result.epochs_run
+            end = result.epochs_run
+            last = None
+            if result.diverged:
+                last = last_shown_epoch(result, self.spec.training.divergence_factor)
+                end = 0 if last is None else last + 1
             curves = {"train_loss": result.train_loss[:end], "lr": result.lr[:end]}
             if result.has_validation:
                 curves["val_loss"] = result.val_loss[:end]
@@ -140,9 +169,8 @@ class Objective:
                 # No final_* metric: sorting the runs table by final_loss puts diverged runs last, not among the
                 # best on the strength of the loss they had before they blew up.
                 final["diverged_loss"] = float(result.monitored[result.diverged_epoch])
-                last = last_finite_epoch(result)
                 if last is not None:
-                    final["last_finite_loss"] = float(result.monitored[last])
+                    final["loss_before_divergence"] = float(result.monitored[last])
             else:
                 final["final_train_loss"] = float(result.train_loss[-1])
                 final["final_loss"] = result.final_loss

@@ -82,7 +82,11 @@ def mlflow_link(tracking_uri: str | None, experiment_id: str | None) -> str | No
     else:
         return None
     query = urllib.parse.urlencode(
-        {"workflowType": "machine_learning", "viewStateShareKey": config.MLFLOW_VIEW_KEY}
+        {
+            "workflowType": "machine_learning",
+            "viewStateShareKey": config.MLFLOW_VIEW_KEY,
+            "compareRunsMode": "CHART",
+        }
     )
     return f"{base}/#/experiments/{experiment_id}/runs?{query}"
 
