@@ -139,8 +139,10 @@ def report(
     storage: str | None = None,
     tracking_uri: str | None = None,
     out_dir: str | Path | None = None,
+    notes: list[str] | None = None,
 ) -> list[Path]:
-    """Write the study's plots (default under ``reports/<study>/``), log and attach them; their paths."""
+    """Write the study's plots (default under ``reports/<study>/``), log and attach them; their paths.
+    ``notes``, when given, receives one line per picture left out and why."""
     from pipeline.tuning.commands import study_report
 
     return study_report(
@@ -148,6 +150,7 @@ def report(
         storage=storage,
         tracking_uri=tracking_uri,
         out_dir=Path(out_dir) if out_dir else None,
+        notes=notes,
     )
 
 

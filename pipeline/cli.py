@@ -229,14 +229,22 @@ def _report(args) -> int:
     from pipeline import api
 
     spec = _load(args)
-    paths = api.report(spec, storage=args.storage, tracking_uri=args.tracking_uri, out_dir=args.out)
+    notes: list[str] = []
+    paths = api.report(
+        spec, storage=args.storage, tracking_uri=args.tracking_uri, out_dir=args.out, notes=notes
+    )
     if not paths:
         print(f"study {spec.name!r} has no finished trial to report on", file=sys.stderr)
         return NOTHING
     print(f"report of {spec.name}: {len(paths)} plot(s), logged to MLflow and attached to the Optuna study")
     for path in paths:
         print(f"  {path}")
+    for note in notes:
+        print(f"  {note}")
     return OK
+
+
+RECOMMENDED_RULE_SHORT = "valley of the smoothed loss, fastai's default; at most half the bound"
 
 
 def format_lr_find(name: str, r, path) -> str:
@@ -252,11 +260,13 @@ def format_lr_find(name: str, r, path) -> str:
     if r.theory_lr is not None:
         ratio = f" {r.diverged_lr / r.theory_lr:.2f}x" if r.diverged_lr is not None else ""
         lines.append(f"  2/lambda_max       {r.theory_lr:.4g}  (least-squares theory; test/theory{ratio})")
+    low, high = r.search_range
+    bound = f"{r.bound:.4g}" if r.bound is not None else "none (the ramp ended first)"
     lines += [
-        f"  steepest descent   {s.steepest:.4g}",
-        f"  minimum / 10       {s.min_over_10:.4g}",
-        f"  valley             {s.valley:.4g}",
-        f"  search range       [{s.low:.4g}, {s.high:.4g}]   (lr: auto searches this range)",
+        f"  divergence bound   {bound}",
+        f"  recommended lr     {r.recommended:.4g}   ({RECOMMENDED_RULE_SHORT})",
+        f"  search range       [{low:.4g}, {high:.4g}]   (never past the bound; lr: auto searches this range)",
+        f"  other rules        steepest descent {s.steepest:.4g}, minimum / 10 {s.min_over_10:.4g}",
         f"  plot               {path}",
     ]
     return "\n".join(lines)

@@ -13,8 +13,10 @@ parameter importances it computed with ``optuna.importance``.
 
 from __future__ import annotations
 
+import datetime
 import math
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,18 +120,32 @@ def is_lr_grid(spec: StudySpec) -> bool:
     return list(grid) == ["lr"]
 
 
-def param_labels(model: Model) -> list[str]:
-    """A name per entry of the flat parameter vector, from ``model.unpack``: "w[3]", "b", "W1[0,2]"."""
+def param_labels(model: Model, feature_names: Sequence[str] | None = None) -> list[str]:
+    """A name per entry of the flat parameter vector, from ``model.unpack``: "w[3]", "b", "W1[0,2]".
+
+    With the dataset's ``feature_names``, a weight on an input feature is named by it: "w[bmi]" for a linear
+    or logistic model, "W[bmi,2]" for softmax (class 2), "W1[bmi,0]" for the MLP's first layer (unit 0).
+    """
     index = model.unpack(np.arange(model.n_params, dtype=np.float64))
+    names = list(feature_names or ())
     labels = [""] * model.n_params
     for name, positions in index.items():
         positions = np.asarray(positions)
         if positions.ndim == 0:
             labels[int(positions)] = name
             continue
+        # The input layer: its first axis runs over the features.
+        by_feature = name in ("w", "W", "W1") and len(names) == positions.shape[0]
         for idx in np.ndindex(positions.shape):
-            labels[int(positions[idx])] = f"{name}[{','.join(map(str, idx))}]"
+            shown = [names[idx[0]] if by_feature else str(idx[0]), *map(str, idx[1:])]
+            labels[int(positions[idx])] = f"{name}[{','.join(shown)}]"
     return labels
+
+
+def _labels_by_array(model: Model, labels: list[str]) -> dict[str, list[str]]:
+    """{array name: the labels of its entries, in ``ravel`` order} from the flat vector's ``param_labels``."""
+    index = model.unpack(np.arange(model.n_params, dtype=np.float64))
+    return {name: [labels[int(i)] for i in np.asarray(pos).ravel()] for name, pos in index.items()}
 
 
 def compare_selection(trials: Sequence[ReplayedTrial], max_n: int = MAX_COMPARE) -> list[ReplayedTrial]:
@@ -350,11 +366,25 @@ def write_report(
     name = spec.name
     written: list[Path] = []
 
+    counts = Counter(r.state.lower() for r in records)
+    made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    stamped = (
+        f"{name}: {len(records)} trials ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}), {made}"
+    )
+
     def out(fig, key: str) -> None:
+        plots.stamp(fig, stamped)
         written.append(plots.save(fig, out_dir / FILES[key], dpi=dpi))
 
     lrs = [t.lr for t in trials]
     kinds = [t.kind for t in trials]
+    top = best_trials([t.record for t in trials], 1)
+    best_index = next((i for i, t in enumerate(trials) if top and t.record.number == top[0].number), None)
+    best_label = (
+        f"best: trial {top[0].number}, lr {trials[best_index].lr:.3g}, loss {top[0].value:.4g}"
+        if best_index is not None
+        else "best trial"
+    )
     out(
         plots.plot_curves(
             lrs,
@@ -363,6 +393,8 @@ def write_report(
             diverged_epochs=[t.result.diverged_epoch for t in trials],
             loss_name=loss,
             title=f"{name}: {loss} of every trial",
+            best=best_index,
+            best_label=best_label,
         ),
         "curves",
     )
@@ -413,7 +445,7 @@ def write_report(
     if compare:
         picked = compare_selection(trials)
         model = build_model_for(spec, data)
-        labels = param_labels(model)
+        labels = param_labels(model, data.feature_names)
         distinct = len({t.lr for t in trials})
         of = f" ({len(picked)} of {distinct} learning rates)" if len(picked) < distinct else ""
         out(
@@ -433,6 +465,7 @@ def write_report(
                 [t.lr for t in picked],
                 [{k: v.copy() for k, v in model.unpack(t.result.params).items()} for t in picked],
                 diverged=[t.kind == DIVERGED for t in picked],
+                labels=_labels_by_array(model, labels),
                 title=f"{name}: final weights by layer, one row per learning rate{of}",
             ),
             "histograms",

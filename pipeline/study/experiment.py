@@ -128,6 +128,12 @@ def replay(spec: StudySpec, data: Dataset, trial_params: Mapping[str, object], *
 # ----------------------------------------------------------------------------------------------- LR range test
 
 
+RECOMMENDED_RULE = (
+    "valley: the middle of the longest decreasing stretch of the smoothed loss (fastai's default), "
+    "at most half the divergence bound"
+)
+
+
 @dataclass(frozen=True)
 class RangeTestReport:
     """An LR range test run for a study: the curve, the suggestions and, for least squares, the theory."""
@@ -142,16 +148,44 @@ class RangeTestReport:
     optimizer: str
     batch_size: int | None
 
+    @property
+    def bound(self) -> float | None:
+        """The divergence bound: the rate at which the test diverged, or the theory's 2/lambda_max when that is
+        lower (the test's loss takes a few steps to blow up, so it overshoots the bound of full-batch least
+        squares by 1.5-2x); None when the ramp ended first and there is no theory."""
+        known = [b for b in (self.diverged_lr, self.theory_lr) if b is not None]
+        return min(known) if known else None
+
+    @property
+    def search_range(self) -> tuple[float, float]:
+        """The recommended log-uniform search range: the suggestions' range, never past :attr:`bound`."""
+        low, high = self.suggestions.low, self.suggestions.high
+        if self.bound is not None:
+            high = min(high, self.bound)
+        return (low if low < high else high / 10), high
+
+    @property
+    def recommended(self) -> float:
+        """One rate: the valley (:data:`RECOMMENDED_RULE`), kept a factor 2 under the divergence bound."""
+        rate = self.suggestions.valley
+        if self.bound is not None:
+            rate = min(rate, self.bound / 2)
+        return rate
+
     def as_dict(self) -> dict:
         s = self.suggestions
+        low, high = self.search_range
         return {
+            "recommended": self.recommended,
+            "recommended_rule": RECOMMENDED_RULE,
+            "divergence_bound": self.bound,
             "diverged_lr": self.diverged_lr,
             "steepest": s.steepest,
             "min_over_10": s.min_over_10,
             "valley": s.valley,
             "lr_at_min": s.lr_at_min,
-            "recommended_low": s.low,
-            "recommended_high": s.high,
+            "recommended_low": low,
+            "recommended_high": high,
             "theory_2_over_lambda_max": self.theory_lr,
             "optimizer": self.optimizer,
             "batch_size": "full" if self.batch_size is None else self.batch_size,

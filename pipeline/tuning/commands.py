@@ -69,7 +69,7 @@ def resolve_auto_lr(
     recorded = study.user_attrs.get("lr_range")
     if recorded is None:
         report, _ = lr_find(spec, study, data, tracker, storage)
-        low, high = report.suggestions.low, report.suggestions.high
+        low, high = report.search_range
         study.set_user_attr("lr_range", [low, high])
         if tracker is not None:
             tracker.set_experiment_tags({"lr_range.low": low, "lr_range.high": high})
@@ -83,12 +83,41 @@ def spec_as_run(spec: StudySpec, study: optuna.Study) -> StudySpec:
     return spec_with_lr_range(spec, study.user_attrs.get("lr_range"))
 
 
+MIN_TRIALS_PER_PARAM = 10  # complete trials that sampled a parameter before its importance means anything
+
+
+def importance_caveat(study: optuna.Study) -> str | None:
+    """Why parameter importances would mislead here, or None when there are enough complete trials.
+
+    Importance is a property of the complete trials: each parameter must have been sampled by at least
+    :data:`MIN_TRIALS_PER_PARAM` of them. In a conditional space a branch's parameters (``cosine.min_lr_ratio``)
+    exist only in the trials that chose the branch, so 15 complete trials over five schedules give each branch's
+    parameters about three: the importances computed from that (lr 0.003, say) are noise.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    names = sorted({name for t in complete for name in t.params})
+    if len(names) < 2:
+        return None  # one parameter is trivially 100% important: no picture, nothing to explain
+    counts = {name: sum(name in t.params for t in complete) for name in names}
+    short = {name: n for name, n in counts.items() if n < MIN_TRIALS_PER_PARAM}
+    if not short:
+        return None
+    shown = ", ".join(f"{name} {n}" for name, n in sorted(short.items(), key=lambda kv: kv[1])[:4])
+    more = f" and {len(short) - 4} more" if len(short) > 4 else ""
+    return (
+        f"importance left out: it needs {MIN_TRIALS_PER_PARAM} complete trials per parameter (per branch of a "
+        f"conditional space); complete trials that sampled {shown}{more}"
+    )
+
+
 def param_importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's parameter importances over complete trials; {} when they cannot be computed (too few trials,
-    a single distinct value, ...): a report without that picture beats no report."""
+    """Optuna's parameter importances over complete trials; {} when they cannot be computed or would mislead
+    (:func:`importance_caveat`): a report without that picture beats a report with a meaningless one."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2 or len({name for t in complete for name in t.params}) < 2:
         return {}  # one parameter is trivially 100% important: no picture rather than a meaningless one
+    if importance_caveat(study) is not None:
+        return {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -103,14 +132,20 @@ def study_report(
     storage: str | None = None,
     tracking_uri: str | None = None,
     out_dir: Path | None = None,
+    notes: list[str] | None = None,
 ) -> list[Path]:
-    """Write the study's plots under reports/<study>/, log them to MLflow and attach them to the Optuna study."""
+    """Write the study's plots under reports/<study>/, log them to MLflow and attach them to the Optuna study.
+
+    ``notes``, when given, receives one line per picture left out and why (importance with too few trials)."""
     from pipeline.reports.report import write_report
     from pipeline.tracking import Tracker
 
     study = load_existing_study(spec, storage)
     spec = spec_as_run(spec, study)
     out_dir = out_dir or config.REPORTS_DIR / spec.name
+    caveat = importance_caveat(study)
+    if caveat and notes is not None:
+        notes.append(caveat)
     paths = write_report(spec, trial_records(study), out_dir, importances=param_importances(study))
     if not paths:
         return []

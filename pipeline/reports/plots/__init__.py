@@ -26,6 +26,7 @@ from pipeline.reports.plots.common import (
     divergence_spans,
     lr_norm,
     save,
+    stamp,
 )
 from pipeline.reports.plots.lrfind import (
     plot_lr_range_test,
@@ -46,6 +47,7 @@ from pipeline.reports.plots.weights import (
 
 __all__ = [
     "save",
+    "stamp",
     "divergence_spans",
     "best_so_far",
     "lr_norm",

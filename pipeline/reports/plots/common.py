@@ -30,6 +30,18 @@ DEFAULT_DPI = 110
 # ----------------------------------------------------------------------------------------------- helpers
 
 
+def stamp(fig: Figure, text: str) -> Figure:
+    """Write ``text`` (the study, its trial count and the time, say) small and grey at the figure's top right corner,
+    so that a picture copied elsewhere still says what it shows and when it was made."""
+    # As a figure title, so the layout engine keeps room for it; a figure that has one gets a second line.
+    current = fig.get_suptitle()
+    if current:
+        fig.suptitle(f"{current}\n{text}", fontsize="medium")
+    else:
+        fig.suptitle(text, x=0.995, ha="right", fontsize=7, color="0.45")
+    return fig
+
+
 def save(fig: Figure, path: str | Path, *, dpi: int = DEFAULT_DPI) -> Path:
     """Write ``fig`` as a PNG at ``path`` (parent folders created) and return the path."""
     path = Path(path)

@@ -76,7 +76,9 @@ def plot_lr_range_test(result, *, theory_lr: float | None = None, title: str = "
         ax.set_ylim(ylim)
     ax.set_xlim(*_limits(lrs, log=True, pad=0.01))
 
-    low, high = getattr(s, "low", None), getattr(s, "high", None)
+    # The range and the one recommended rate, never past the divergence bound (a RangeTestReport knows them;
+    # a bare result falls back on its suggestions).
+    low, high = getattr(result, "search_range", (getattr(s, "low", None), getattr(s, "high", None)))
     if low is not None and high is not None:
         ax.axvspan(
             low,
@@ -84,17 +86,16 @@ def plot_lr_range_test(result, *, theory_lr: float | None = None, title: str = "
             color="tab:green",
             alpha=0.12,
             linewidth=0,
-            label=f"recommended range [{_fmt(low)}, {_fmt(high)}]",
+            label=f"search range [{_fmt(low)}, {_fmt(high)}]",
         )
-    lines = (
-        ("steepest", "steepest descent", "tab:green", "--"),
-        ("min_over_10", "minimum / 10", "tab:orange", "--"),
-        ("valley", "valley", "tab:purple", "--"),
-    )
-    for attr, label, color, style in lines:
-        value = getattr(s, attr, None)
-        if value is not None:
-            ax.axvline(value, color=color, linestyle=style, linewidth=1.5, label=f"{label}: {_fmt(value)}")
+    recommended = getattr(result, "recommended", getattr(s, "valley", None))
+    if recommended is not None:
+        ax.axvline(
+            recommended,
+            color="tab:green",
+            linewidth=2.5,
+            label=f"recommended lr = {_fmt(recommended)} (valley)",
+        )
     if diverged_lr is not None:
         ax.axvline(
             diverged_lr,
@@ -109,8 +110,12 @@ def plot_lr_range_test(result, *, theory_lr: float | None = None, title: str = "
             color="black",
             linestyle="-.",
             linewidth=1.3,
-            label=rf"theory $2/\lambda_{{max}}$ = {_fmt(theory_lr)}",
+            label=rf"divergence bound $2/\lambda_{{max}}$ = {_fmt(theory_lr)} (theory)",
         )
+    others = [(n, getattr(s, a, None)) for n, a in (("steepest", "steepest"), ("minimum/10", "min_over_10"))]
+    others = [f"{n} {_fmt(v)}" for n, v in others if v is not None]
+    if others:
+        ax.plot([], [], " ", label="other rules: " + ", ".join(others))
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel(_scale_label("training loss", "log" if log else "linear"))
     ax.set_title(title)

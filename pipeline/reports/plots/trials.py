@@ -4,10 +4,11 @@ optimisation history and the parameters' importance.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, patheffects
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -34,6 +35,29 @@ from pipeline.reports.plots.common import (
 
 # ----------------------------------------------------------------------------------------------- 1. curves
 
+_OUTLINE = [patheffects.withStroke(linewidth=4, foreground="black")]
+
+
+def _curves_drawn(curves, kinds, best, max_lines: int, top_k: int) -> list[int]:
+    """Indices of the curves to draw: all when there are at most ``max_lines``, else the ``top_k`` completed
+    trials with the lowest final loss, the best, and an evenly spaced sample of the rest."""
+    n = len(curves)
+    if n <= max_lines:
+        return list(range(n))
+
+    def final(i):
+        c = curves[i]
+        return float(c[-1]) if kinds[i] == COMPLETE and len(c) and np.isfinite(c[-1]) else math.inf
+
+    ranked = sorted(range(n), key=final)
+    chosen = set(ranked[:top_k]) | ({best} if best is not None else set())
+    rest = [i for i in range(n) if i not in chosen]
+    room = max(0, max_lines - len(chosen))
+    if room and rest:
+        picks = np.unique(np.round(np.linspace(0, len(rest) - 1, min(room, len(rest)))).astype(int))
+        chosen |= {rest[j] for j in picks}
+    return sorted(chosen)
+
 
 def plot_curves(
     lrs: Sequence[float],
@@ -43,6 +67,10 @@ def plot_curves(
     diverged_epochs: Sequence[int | None] | None = None,
     loss_name: str = "validation loss",
     title: str = "Learning curves",
+    best: int | None = None,
+    best_label: str = "best trial",
+    max_lines: int = 40,
+    top_k: int = 10,
 ) -> Figure:
     """Every trial's loss against the epoch, coloured by its learning rate on a log colour scale.
 
@@ -53,8 +81,13 @@ def plot_curves(
             red with an x at the top edge at the epoch they diverged; pruned curves are dotted.
         diverged_epochs: the epoch each diverged trial diverged at (default: its last epoch).
         loss_name: the y label, e.g. "validation loss (MSE)".
+        best: index of the best trial, drawn last, thick and outlined in black, and named in the legend
+            (``best_label``).
+        max_lines, top_k: past ``max_lines`` trials, only the ``top_k`` lowest final losses of completed trials
+            and an evenly spaced sample of the others (``max_lines`` lines in all) are drawn, and the legend says
+            so: 170 overlapping lines show nothing.
 
-    The y axis is logarithmic when every finite loss is positive; its limits come from the trials that did not
+    Epoch ticks are integers. The y axis is logarithmic when every finite loss is positive; its limits come from the trials that did not
     diverge, so a diverged curve leaves through the top instead of squashing the others.
     """
     n = len(curves)
@@ -69,11 +102,12 @@ def plot_curves(
     ax = fig.add_subplot()
     norm = lr_norm(lrs)
     cmap = colormaps[LR_CMAP]
-    kept = [c for c, k in zip(curves, kinds, strict=True) if k != DIVERGED] or curves
+    drawn = _curves_drawn(curves, kinds, best, max_lines, top_k)
+    kept = [curves[i] for i in drawn if kinds[i] != DIVERGED] or [curves[i] for i in drawn]
     kept_values = np.concatenate(kept) if kept else np.array([])
     log = _log_ok(np.concatenate(curves)) if curves else False
     # Draw large rates last so the lines most likely to be off-scale do not hide the others.
-    for i in sorted(range(n), key=lambda i: lrs[i]):
+    for i in sorted(drawn, key=lambda i: lrs[i]):
         c, kind = curves[i], kinds[i]
         y = np.where(np.isfinite(c), c, np.nan)
         epochs = np.arange(len(c))
@@ -86,6 +120,11 @@ def plot_curves(
             ax.plot(epochs, y, color=cmap(norm(lrs[i])), linestyle=style, linewidth=1.3, alpha=0.85)
             if kind == PRUNED and len(c):
                 ax.plot([len(c) - 1], [y[-1]], marker="s", color=cmap(norm(lrs[i])), markersize=4)
+    if best is not None and len(curves[best]):
+        c = curves[best]
+        y = np.where(np.isfinite(c), c, np.nan)
+        ax.plot(np.arange(len(c)), y, color="black", linewidth=4.0, zorder=5)
+        ax.plot(np.arange(len(c)), y, color=cmap(norm(lrs[best])), linewidth=2.0, zorder=6)
     if log:
         ax.set_yscale("log")
     limits = _limits(kept_values, log)
@@ -93,12 +132,21 @@ def plot_curves(
         ax.set_ylim(*limits)
     longest = max((len(c) for c in curves), default=1)
     ax.set_xlim(-0.01 * longest, longest - 1 + 0.01 * longest if longest > 1 else 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(_scale_label(loss_name, "log" if log else "linear"))
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     _lr_colorbar(fig, ax, norm)
     handles = []
+    if best is not None:
+        handles.append(Line2D([], [], color=cmap(0.5), linewidth=2, path_effects=_OUTLINE, label=best_label))
+    if len(drawn) < n:
+        handles.append(
+            Line2D(
+                [], [], linestyle="", label=f"{len(drawn)} of {n} trials drawn: the {top_k} best and a sample"
+            )
+        )
     if COMPLETE in kinds:
         handles.append(Line2D([], [], color=cmap(0.5), label="completed (colour = learning rate)"))
     if PRUNED in kinds:

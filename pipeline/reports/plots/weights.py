@@ -146,6 +146,8 @@ def plot_weight_histograms(
     *,
     diverged: Sequence[bool] | None = None,
     few: int = 3,
+    labels: Mapping[str, Sequence[str]] | None = None,
+    strip: int = 30,
     title: str = "Final weights",
 ) -> Figure:
     """A grid of histograms: a row per learning rate, a column per named array (``model.unpack(params)``).
@@ -153,7 +155,9 @@ def plot_weight_histograms(
     In each column the rows that did not diverge share one x range and one set of bins when their weights are
     of comparable size (:func:`comparable`; else the column's title says "own x scale"), so the spread of
     the weights compares across rates; a diverged row has its own range (red). An array of at most ``few`` values
-    (a bias) is drawn as stems labelled with their values; a histogram of one value says nothing.
+    (a bias) is drawn as stems labelled with their values; a histogram of one value says nothing. An array with
+    ``labels`` (a name per value, e.g. the features a weight vector multiplies) and at most ``strip`` values is
+    drawn as one named stem per value: a histogram of ten weights says little, which weight is which says more.
     """
     n = len(arrays)
     _check_same_length("plot_weight_histograms", "lrs", lrs, n)
@@ -200,7 +204,29 @@ def plot_weight_histograms(
             span = limits([f]) if diverged[r] or shared is None else shared
             if not len(f):
                 ax.text(0.5, 0.5, "no finite value", transform=ax.transAxes, ha="center", va="center")
-            elif len(values[r][c]) <= few:
+            elif len(values[r][c]) <= few or (labels and name in labels and len(values[r][c]) <= strip):
+                if len(values[r][c]) > few:  # a handful of named weights: one stem each, named
+                    ys = np.arange(len(values[r][c]))
+                    v = values[r][c]
+                    ax.hlines(ys, 0, np.where(np.isfinite(v), v, np.nan), color=color, linewidth=2)
+                    ax.plot(v, ys, "o", color=color, markersize=4)
+                    ax.axvline(0, color="0.5", linewidth=0.8)
+                    ax.set_yticks(
+                        ys, labels[name] if c == 0 or r == 0 else [""] * len(ys), fontsize="x-small"
+                    )
+                    ax.invert_yaxis()
+                    if span is not None:
+                        ax.set_xlim(*span)
+                    if r == 0:
+                        ax.set_title(f"{name} ({len(v)} values, one per row)", fontsize="medium")
+                    if c == 0:
+                        ax.set_ylabel(
+                            f"lr = {_fmt(lrs[r])}" + ("\n(diverged)" if diverged[r] else ""), color=color
+                        )
+                    if r == rows - 1:
+                        ax.set_xlabel("value")
+                    ax.tick_params(labelsize="small")
+                    continue
                 ax.vlines(f, 0, 1, color=color, linewidth=2)
                 ax.plot(f, np.ones(len(f)), "o", color=color)
                 ax.set_ylim(0, 1.35)
