@@ -126,26 +126,60 @@ def test_lr_schedules_one_line_per_best_trial_with_its_label():
     assert legend_texts(fig) == labels
 
 
-def test_lr_range_test_marks_divergence_theory_and_the_recommended_range():
+def test_lr_range_test_recommends_one_rate_and_never_ranges_past_the_divergence_bound():
+    from pipeline.study.experiment import RangeTestReport
+
     lrs = np.geomspace(1e-6, 1.0, 200)
     loss = 1.0 / (1 + 1e3 * lrs) + lrs**2
-    result = SimpleNamespace(
+    report = RangeTestReport(
         lrs=lrs,
         losses=loss,
         smoothed=loss,
         diverged_lr=0.5,
+        stop_reason="test",
         suggestions=SimpleNamespace(steepest=1e-3, min_over_10=0.03, valley=5e-4, low=5e-4, high=0.5),
+        theory_lr=0.4,
+        optimizer="sgd",
+        batch_size=None,
     )
-    fig = plots.plot_lr_range_test(result, theory_lr=0.4)
+    # The bound is the lower of the test's divergence point and the theory's 2/lambda_max.
+    assert report.bound == 0.4
+    assert report.search_range == (5e-4, 0.4)
+    assert report.recommended == 5e-4
+    fig = plots.plot_lr_range_test(report)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     vertical = {
-        line.get_label().split(" ")[0]: line.get_xdata()[0] for line in ax.get_lines() if line.get_label()
+        line.get_label().split(" ")[0]: line.get_xdata()[0]
+        for line in ax.get_lines()
+        if line.get_label() and len(line.get_xdata())
     }
     assert vertical["diverged"] == pytest.approx(0.5)
-    assert any(label.startswith("theory") for label in vertical)
-    assert any(p.get_label().startswith("recommended range [0.0005, 0.5]") for p in ax.patches)
+    assert vertical["recommended"] == pytest.approx(5e-4)
+    assert vertical["divergence"] == pytest.approx(0.4)  # "divergence bound 2/lambda_max (theory)"
+    (span,) = [p for p in ax.patches if p.get_label().startswith("search range")]
+    assert span.get_label() == "search range [0.0005, 0.4]"
+    assert span.get_x() + span.get_width() <= 0.4 * (1 + 1e-12)  # never past the bound
+    assert any(t.startswith("other rules: steepest 0.001") for t in legend_texts(fig))
     assert ax.get_xlim()[0] <= 1e-6 and ax.get_xlim()[1] >= 1.0
+
+
+def test_a_recommended_rate_stays_half_the_bound_below_it():
+    from pipeline.study.experiment import RangeTestReport
+
+    report = RangeTestReport(
+        lrs=[1.0],
+        losses=[1.0],
+        smoothed=[1.0],
+        diverged_lr=0.1,
+        stop_reason="test",
+        suggestions=SimpleNamespace(steepest=0.05, min_over_10=0.008, valley=0.09, low=0.008, high=0.1),
+        theory_lr=None,
+        optimizer="sgd",
+        batch_size=None,
+    )
+    assert report.recommended == pytest.approx(0.05)
+    assert report.search_range == (0.008, 0.1)
 
 
 def test_divergence_spans_are_shared_by_every_picture():
@@ -171,3 +205,42 @@ def test_weight_histograms_a_row_per_rate_a_column_per_array():
     fig = plots.plot_weight_histograms([0.001, 0.01, 0.1], arrays)
     drawn = [ax for ax in fig.axes if ax.patches or ax.get_lines()]
     assert len(drawn) == 6
+
+
+def test_curves_mark_the_best_trial_and_thin_out_past_max_lines():
+    rng = np.random.default_rng(1)
+    n, epochs = 100, 7
+    finals = rng.uniform(0.1, 1.0, n)
+    curves = [np.linspace(1.0, f, epochs) for f in finals]
+    lrs = list(np.geomspace(1e-4, 1.0, n))
+    best = int(np.argmin(finals))
+    fig = plots.plot_curves(lrs, curves, best=best, best_label="best: trial 9", max_lines=40, top_k=10)
+    ax = fig.axes[0]
+    # 40 trial lines, plus the best drawn again on top (outline + colour).
+    assert len(data_lines(ax)) == 40 + 2
+    drawn_finals = {round(float(line.get_ydata()[-1]), 12) for line in data_lines(ax)}
+    for i in np.argsort(finals)[:10]:  # the 10 lowest final losses are all drawn
+        assert round(float(finals[i]), 12) in drawn_finals
+    texts = legend_texts(fig)
+    assert "best: trial 9" in texts and "40 of 100 trials drawn: the 10 best and a sample" in texts
+    # Epoch ticks are integers even on a 7-epoch run.
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_stamp_adds_a_line_and_keeps_an_existing_figure_title():
+    fig = plots.plot_curves([0.1], [np.array([1.0, 0.5])])
+    plots.stamp(fig, "s: 3 trials, 2026-01-01 00:00 UTC")
+    assert fig.get_suptitle() == "s: 3 trials, 2026-01-01 00:00 UTC"
+    fig = plots.plot_weight_histograms([0.1], [{"w": np.arange(5.0)}], title="weights")
+    plots.stamp(fig, "stamp")
+    assert fig.get_suptitle() == "weights\nstamp"
+
+
+def test_a_few_named_weights_are_drawn_as_named_stems_not_a_histogram():
+    fig = plots.plot_weight_histograms(
+        [0.1], [{"w": np.array([0.3, -0.2, 0.1, 0.0])}], labels={"w": ["w[a]", "w[b]", "w[c]", "w[d]"]}
+    )
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["w[a]", "w[b]", "w[c]", "w[d]"]
+    assert not ax.patches  # no histogram bars

@@ -401,3 +401,18 @@ def test_compare_selection_keeps_one_trial_per_lr_spread_over_the_range():
 )
 def test_panels_share_an_axis_only_when_comparable(blocks, expected):
     assert plots.comparable([np.array(b, dtype=float) for b in blocks]) is expected
+
+
+@pytest.mark.parametrize(
+    ("model", "labels"),
+    [
+        (LinearRegression(3), ["w[age]", "w[bmi]", "w[bp]", "b"]),
+        (
+            MLP(2, 2, task="regression"),
+            ["W1[x,0]", "W1[x,1]", "W1[y,0]", "W1[y,1]", "b1[0]", "b1[1]", "W2[0,0]", "W2[1,0]", "b2[0]"],
+        ),
+    ],
+)
+def test_param_labels_name_input_weights_by_feature(model, labels):
+    features = ["age", "bmi", "bp"] if isinstance(model, LinearRegression) else ["x", "y"]
+    assert param_labels(model, features) == labels

@@ -182,3 +182,34 @@ def test_the_link_opens_the_shared_view_of_the_experiment_in_model_training():
         "http://mlflow.lan:5000/#/experiments/3/runs?"
     )
     assert mlflow_link(None, "3") is None and mlflow_link("sqlite:///x.db", None) is None
+
+
+# ------------------------------------------------------------------------------------------ importance caveat
+
+
+def test_importance_needs_ten_complete_trials_per_parameter_of_each_branch():
+    from pipeline.tuning.commands import importance_caveat
+
+    lr = FloatDistribution(1e-5, 10, log=True)
+    k = FloatDistribution(1e-4, 0.1, log=True)
+    study = optuna.create_study()
+    for i in range(15):  # 15 complete trials, lr in all, the cosine branch's parameter in 3 of them
+        params, dists = {"lr": 10.0 ** -(i % 4)}, {"lr": lr}
+        if i % 5 == 0:
+            params["cosine.min_lr_ratio"], dists["cosine.min_lr_ratio"] = 0.01, k
+        study.add_trial(
+            create_trial(state=TrialState.COMPLETE, value=float(i), params=params, distributions=dists)
+        )
+    caveat = importance_caveat(study)
+    assert caveat.startswith("importance left out") and "cosine.min_lr_ratio 3" in caveat
+    for _ in range(7):  # 10 trials of the branch: enough
+        params = {"lr": 0.1, "cosine.min_lr_ratio": 0.02}
+        study.add_trial(
+            create_trial(
+                state=TrialState.COMPLETE,
+                value=1.0,
+                params=params,
+                distributions={"lr": lr, "cosine.min_lr_ratio": k},
+            )
+        )
+    assert importance_caveat(study) is None
