@@ -360,17 +360,28 @@ def test_is_lr_grid_only_for_a_grid_over_lr_alone(compare, diabetes):
 
 
 @pytest.mark.parametrize(
-    ("model", "labels"),
+    ("model", "features", "labels"),
     [
-        (LinearRegression(3), ["w[0]", "w[1]", "w[2]", "b"]),
+        (LinearRegression(3), None, ["w[0]", "w[1]", "w[2]", "b"]),
+        (
+            LinearRegression(3),
+            ["age", "bmi", "bp"],
+            ["w[age]", "w[bmi]", "w[bp]", "b"],
+        ),  # weights named by feature
         (
             MLP(2, 2, task="regression"),
+            None,
             ["W1[0,0]", "W1[0,1]", "W1[1,0]", "W1[1,1]", "b1[0]", "b1[1]", "W2[0,0]", "W2[1,0]", "b2[0]"],
+        ),
+        (
+            MLP(2, 2, task="regression"),
+            ["x", "y"],
+            ["W1[x,0]", "W1[x,1]", "W1[y,0]", "W1[y,1]", "b1[0]", "b1[1]", "W2[0,0]", "W2[1,0]", "b2[0]"],
         ),
     ],
 )
-def test_param_labels_name_every_entry_of_the_flat_vector(model, labels):
-    assert param_labels(model) == labels
+def test_param_labels_name_every_entry_of_the_flat_vector(model, features, labels):
+    assert param_labels(model, features) == labels
 
 
 def test_compare_selection_keeps_one_trial_per_lr_spread_over_the_range():
@@ -401,18 +412,3 @@ def test_compare_selection_keeps_one_trial_per_lr_spread_over_the_range():
 )
 def test_panels_share_an_axis_only_when_comparable(blocks, expected):
     assert plots.comparable([np.array(b, dtype=float) for b in blocks]) is expected
-
-
-@pytest.mark.parametrize(
-    ("model", "labels"),
-    [
-        (LinearRegression(3), ["w[age]", "w[bmi]", "w[bp]", "b"]),
-        (
-            MLP(2, 2, task="regression"),
-            ["W1[x,0]", "W1[x,1]", "W1[y,0]", "W1[y,1]", "b1[0]", "b1[1]", "W2[0,0]", "W2[1,0]", "b2[0]"],
-        ),
-    ],
-)
-def test_param_labels_name_input_weights_by_feature(model, labels):
-    features = ["age", "bmi", "bp"] if isinstance(model, LinearRegression) else ["x", "y"]
-    assert param_labels(model, features) == labels
