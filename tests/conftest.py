@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,3 +220,27 @@ def grid(e2e_store) -> GridRuns:
     trials = e2e_store.study("compare").get_trials()
     second = e2e_store.cli("tune", str(path))
     return GridRuns(GRID_LRS, GRID_EPOCHS, first, second, trials)
+
+
+def load_in_a_fresh_process(tracking_uri, model_uri, frame, cwd):
+    """``mlflow.pyfunc.load_model(uri).predict(frame)`` in a new Python process; the predictions as a list."""
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        import mlflow, pandas as pd
+        mlflow.set_tracking_uri({tracking_uri!r})
+        frame = pd.read_json(sys.stdin, orient="split")
+        out = mlflow.pyfunc.load_model({model_uri!r}).predict(frame)
+        print(json.dumps([v.item() if hasattr(v, "item") else v for v in out]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=frame.to_json(orient="split", double_precision=15),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true", "HOME": str(cwd)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -11,7 +11,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
+from conftest import load_in_a_fresh_process
 
 from pipeline import api
 from pipeline.config import ROOT, STUDIES_DIR
@@ -54,6 +56,21 @@ def test_readme_example_runs_as_written(tmp_path):
     )
     study = optuna.load_study(study_name="notebook-ridge", storage=storage)
     assert len(study.trials) == 10 and study.best_value == best_value
+    # The MLflow model it logged, loaded in a fresh process: the class defined in the script travels inside it.
+    from mlflow import MlflowClient
+
+    tracking = f"sqlite:///{tmp_path / 'notebook-mlflow.db'}"
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("notebook-ridge")
+    (logged,) = client.search_logged_models(experiment_ids=[experiment.experiment_id])
+    (tmp_path / "example.py").unlink()
+    frame = pd.DataFrame([[1.0, 0.0, 0.0]], columns=["x0", "x1", "x2"])
+    got = load_in_a_fresh_process(tracking, logged.model_uri, frame, tmp_path)
+    assert got[0] == pytest.approx(prediction, rel=1e-8)  # printed with numpy's 8 significant digits
+    from pipeline.study.trained import TrainedModel
+
+    saved = TrainedModel.load(tmp_path / "trained-ridge")
+    np.testing.assert_allclose(got, saved.predict(frame), rtol=1e-12, atol=1e-12)
 
 
 def test_a_dict_study_needs_a_name_and_reads_relative_paths_from_base_dir(tmp_path):

@@ -82,6 +82,27 @@ def test_loss_curve_epoch_zero_is_the_loss_at_init():
     assert result.train_loss[0] == pytest.approx(model.loss(p0, data.X_train, data.y_train), rel=1e-12)
 
 
+def test_the_loop_trains_a_users_model_exactly_as_gradient_descent_by_hand():
+    """Five epochs of full-batch SGD at a constant rate through the training loop equal the update
+    w <- w - lr (2/n Phi^T r + 2 l2 w), b <- b - lr 2 mean(r) written here with scikit-learn's features."""
+    from sklearn.preprocessing import PolynomialFeatures
+
+    from pipeline.core.optimizers import build_optimizer
+    from pipeline.core.training import train
+
+    spec = load_study(EXAMPLE)
+    data = load_study_data(spec)
+    model = build_model_for(spec, data)
+    lr, epochs = 0.05, 5
+    result = train(model, build_optimizer("sgd"), lambda step: lr, data, epochs=epochs, seed=spec.seed)
+    Phi = PolynomialFeatures(3, include_bias=False).fit_transform(data.X_train)
+    p = np.random.default_rng(spec.seed).normal(0.0, 0.01, size=10)  # the model's init from the study's seed
+    for _ in range(epochs):
+        r = Phi @ p[:-1] + p[-1] - data.y_train
+        p = p - lr * np.append(2 / len(r) * Phi.T @ r + 2 * L2 * p[:-1], 2 * r.mean())
+    np.testing.assert_allclose(result.params, p, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.slow
 def test_the_example_is_tuned_end_to_end(e2e_store):
     run = e2e_store.cli("tune", str(EXAMPLE), "--trials", "10")

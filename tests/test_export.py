@@ -13,14 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import load_in_a_fresh_process
 
 from pipeline.config import STUDIES_DIR
 from pipeline.datasets import load_dataset
@@ -39,30 +37,6 @@ def copy_example(root, name):
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
-
-
-def load_in_a_fresh_process(tracking_uri, model_uri, frame, cwd):
-    """``mlflow.pyfunc.load_model(uri).predict(frame)`` in a new Python process; the predictions as a list."""
-    code = textwrap.dedent(
-        f"""
-        import json, sys
-        import mlflow, pandas as pd
-        mlflow.set_tracking_uri({tracking_uri!r})
-        frame = pd.read_json(sys.stdin, orient="split")
-        out = mlflow.pyfunc.load_model({model_uri!r}).predict(frame)
-        print(json.dumps([v.item() if hasattr(v, "item") else v for v in out]))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        input=frame.to_json(orient="split", double_precision=15),
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true", "HOME": str(cwd)},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -118,13 +118,19 @@ class TrainedModel:
         elif kind == "object":
             import cloudpickle
 
-            module = __import__(type(self.model.obj).__module__)
-            if module.__name__ not in ("builtins", "__main__"):
-                cloudpickle.register_pickle_by_value(module)  # the code travels inside the pickle
+            import sys
+
+            name = type(self.model.obj).__module__
+            # __main__ (a script, a notebook) is pickled by value anyway, and this package travels as code; any
+            # other module of the user's is pickled by value, so the code travels inside the pickle.
+            by_value = name not in ("builtins", "__main__") and name.split(".")[0] != "pipeline"
+            module = sys.modules[name]
+            if by_value:
+                cloudpickle.register_pickle_by_value(module)
             try:
                 (folder / PICKLE_FILE).write_bytes(cloudpickle.dumps(self.model.obj))
             finally:
-                if module.__name__ not in ("builtins", "__main__"):
+                if by_value:
                     cloudpickle.unregister_pickle_by_value(module)
         np.save(folder / PARAMS_FILE, self.params, allow_pickle=False)
         settings = {
