@@ -116,9 +116,9 @@ class TrainedModel:
             else:
                 shutil.copy2(source, code / source.name)
         elif kind == "object":
-            import cloudpickle
-
             import sys
+
+            import cloudpickle
 
             name = type(self.model.obj).__module__
             # __main__ (a script, a notebook) is pickled by value anyway, and this package travels as code; any
