@@ -126,18 +126,11 @@ def test_the_example_is_tuned_end_to_end(e2e_store):
     assert "poly-ridge" in e2e_store.study_names()
 
 
-def test_a_wrong_gradient_is_refused_before_anything_is_written(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["tune", "lr-find"])
+def test_a_wrong_gradient_is_refused_before_anything_is_written(tmp_path, capsys, command):
     storage, mlflow_db = tmp_path / "optuna.journal", tmp_path / "mlflow.db"
     code = cli.main(
-        [
-            "tune",
-            str(WRONG),
-            "--storage",
-            str(storage),
-            "--tracking-uri",
-            f"sqlite:///{mlflow_db}",
-            "--no-progress",
-        ]
+        [command, str(WRONG), "--storage", str(storage), "--tracking-uri", f"sqlite:///{mlflow_db}"]
     )
     err = capsys.readouterr().err
     assert code == 2

@@ -29,7 +29,9 @@ class EntryPoint:
     path: Path | None = None
     module: str | None = None
     source: Path | None = None
-    obj: Any = None  # a Python object given through the API instead of a name (a model, or a function)
+    # A Python object given through the API instead of a name (a model, or a function). Not compared: it is named
+    # by ``text`` and ``source`` (its repr may hold a memory address, which would differ on every run).
+    obj: Any = field(default=None, compare=False)
 
     def source_sha256(self) -> str:
         """sha256 of the entry point's source file ("" when it cannot be read): a changed model is a new study."""
@@ -73,7 +75,7 @@ class ModelSpec:
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
     entry_point: EntryPoint | None = None
-    gradient_check: Any = None
+    gradient_check: Any = field(default=None, compare=False)  # how the model is checked, not what it computes
 
     @property
     def label(self) -> str:

@@ -13,6 +13,7 @@ from pipeline import config
 from pipeline.core.arrays import Dataset
 from pipeline.study.experiment import (
     RangeTestReport,
+    build_model_for,
     load_study_data,
     run_range_test,
 )
@@ -166,6 +167,7 @@ def lr_find_for(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_study_data(spec)
+    build_model_for(spec, data)  # a user's model is checked before the study and the experiment are created
     study = optuna.create_study(
         storage=open_storage(storage), study_name=spec.name, direction="minimize", load_if_exists=True
     )
