@@ -222,6 +222,10 @@ def _browse(s: RunSummary) -> list[str]:
         lines.append(
             f"    {_make('report', STUDY=study_file, ARGS=' '.join(args))}      # plots under reports/"
         )
+        if s.best is not None:
+            lines.append(
+                f"    {_make('train-best', STUDY=study_file, ARGS=' '.join(args))}      # the best trial as an MLflow model"
+            )
     return lines
 
 

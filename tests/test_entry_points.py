@@ -109,6 +109,7 @@ def test_the_example_is_tuned_end_to_end(e2e_store):
     assert run.code == 0, run.err
     study = e2e_store.study("poly-ridge")
     assert "loss as models/poly_ridge.py:build's loss() defines it" in run.out
+    assert "make train-best STUDY=" in run.out  # the next step the summary suggests
     assert study.user_attrs["model"] == "models/poly_ridge.py:build"
     complete = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
     assert len(complete) >= 5
