@@ -244,7 +244,7 @@ def _report(args) -> int:
     return OK
 
 
-RECOMMENDED_RULE_SHORT = "valley of the smoothed loss, fastai's default; at most half the bound"
+RECOMMENDED_RULE_SHORT = "minimum / 10: a tenth of the rate at the smoothed loss's minimum; at most half the bound"
 
 
 def format_lr_find(name: str, r, path) -> str:
@@ -266,7 +266,7 @@ def format_lr_find(name: str, r, path) -> str:
         f"  divergence bound   {bound}",
         f"  recommended lr     {r.recommended:.4g}   ({RECOMMENDED_RULE_SHORT})",
         f"  search range       [{low:.4g}, {high:.4g}]   (never past the bound; lr: auto searches this range)",
-        f"  other rules        steepest descent {s.steepest:.4g}, minimum / 10 {s.min_over_10:.4g}",
+        f"  other rules        steepest descent {s.steepest:.4g}, valley {s.valley:.4g}",
         f"  plot               {path}",
     ]
     return "\n".join(lines)

@@ -153,12 +153,12 @@ def _best(s: RunSummary) -> list[str]:
         return ["  best          none: no trial completed"]
     b = s.best
     lines = [f"  best          trial {b['trial']}: loss {b['value']:.6g}"]
-    if s.extra.get("loss_meaning"):
-        lines.append(f"  loss          {s.extra['loss_meaning']}")
     width = max(len(k) for k in b["params"]) if b["params"] else 0
     for key, value in b["params"].items():
         shown = f"{value:.4g}" if isinstance(value, float) else value
         lines.append(f"    {key:<{width}}  {shown}")
+    if s.extra.get("loss_meaning"):
+        lines.append(f"  loss          {s.extra['loss_meaning']}")
     lines.append(f"  mlflow run    {b['mlflow_run_id']}")
     return lines
 

@@ -145,7 +145,7 @@ def test_lr_range_test_recommends_one_rate_and_never_ranges_past_the_divergence_
     # The bound is the lower of the test's divergence point and the theory's 2/lambda_max.
     assert report.bound == 0.4
     assert report.search_range == (5e-4, 0.4)
-    assert report.recommended == 5e-4
+    assert report.recommended == 0.03  # minimum / 10
     fig = plots.plot_lr_range_test(report)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
@@ -155,12 +155,12 @@ def test_lr_range_test_recommends_one_rate_and_never_ranges_past_the_divergence_
         if line.get_label() and len(line.get_xdata())
     }
     assert vertical["diverged"] == pytest.approx(0.5)
-    assert vertical["recommended"] == pytest.approx(5e-4)
+    assert vertical["recommended"] == pytest.approx(0.03)
     assert vertical["divergence"] == pytest.approx(0.4)  # "divergence bound 2/lambda_max (theory)"
     (span,) = [p for p in ax.patches if p.get_label().startswith("search range")]
     assert span.get_label() == "search range [0.0005, 0.4]"
     assert span.get_x() + span.get_width() <= 0.4 * (1 + 1e-12)  # never past the bound
-    assert any(t.startswith("other rules: steepest 0.001") for t in legend_texts(fig))
+    assert any(t.startswith("other rules: steepest 0.001, valley 0.0005") for t in legend_texts(fig))
     assert ax.get_xlim()[0] <= 1e-6 and ax.get_xlim()[1] >= 1.0
 
 
@@ -173,7 +173,7 @@ def test_a_recommended_rate_stays_half_the_bound_below_it():
         smoothed=[1.0],
         diverged_lr=0.1,
         stop_reason="test",
-        suggestions=SimpleNamespace(steepest=0.05, min_over_10=0.008, valley=0.09, low=0.008, high=0.1),
+        suggestions=SimpleNamespace(steepest=0.05, min_over_10=0.09, valley=0.008, low=0.008, high=0.1),
         theory_lr=None,
         optimizer="sgd",
         batch_size=None,

@@ -129,7 +129,7 @@ def replay(spec: StudySpec, data: Dataset, trial_params: Mapping[str, object], *
 
 
 RECOMMENDED_RULE = (
-    "valley: the middle of the longest decreasing stretch of the smoothed loss (fastai's default), "
+    "minimum / 10: a tenth of the rate at which the smoothed loss is lowest (Smith 2015; fastai's `minimum`), "
     "at most half the divergence bound"
 )
 
@@ -166,8 +166,13 @@ class RangeTestReport:
 
     @property
     def recommended(self) -> float:
-        """One rate: the valley (:data:`RECOMMENDED_RULE`), kept a factor 2 under the divergence bound."""
-        rate = self.suggestions.valley
+        """One rate by :data:`RECOMMENDED_RULE`, kept a factor 2 under the divergence bound.
+
+        Why this rule rather than the valley or the steepest descent: on the reference study (300 epochs of
+        full-batch GD on diabetes) the tuned best lr is 0.157; minimum / 10 gives 0.040, the valley 0.00042 and
+        the steepest descent 0.00062, rates at which 300 epochs do not reach the best loss (a range test's
+        ramp judges a rate by a few steps, the valley suits fine-tuning for a few epochs)."""
+        rate = self.suggestions.min_over_10
         if self.bound is not None:
             rate = min(rate, self.bound / 2)
         return rate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import warnings
 from pathlib import Path
 
@@ -46,12 +47,14 @@ def lr_find(
     spec: StudySpec, study: optuna.Study, data: Dataset, tracker, storage: str | None
 ) -> tuple[RangeTestReport, Path]:
     """Run the LR range test for the study, save its plot under reports/<study>/ and attach it to both stores."""
-    from pipeline.reports.plots import plot_lr_range_test, save
+    from pipeline.reports.plots import plot_lr_range_test, save, stamp
 
     report = run_range_test(spec, data)
     found = report.as_dict()
     out = config.REPORTS_DIR / spec.name / "lr-find.png"
-    save(plot_lr_range_test(report, title=f"LR range test: {spec.name} ({report.optimizer})"), out)
+    fig = plot_lr_range_test(report, title=f"LR range test: {spec.name} ({report.optimizer})")
+    made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    save(stamp(fig, f"{spec.name}: {len(study.get_trials(deepcopy=False))} trials in the study, {made}"), out)
     study.set_user_attr("lr_find", found)
     attach_artifact(study, out, storage)
     if tracker is not None:

@@ -38,11 +38,17 @@ class _OptunaSuggester:
         return self._trial.suggest_categorical(name, list(choices))
 
 
+# A loss more than this times the lowest before it may be the start of a blow-up: it is held back until the run
+# shows it recovered (then it is reported late) or diverges (then it is dropped).
+SHOWN_FACTOR = 2.0
+
+
 class ShownLoss:
-    """Which monitored losses are fit to show: finite, and at most ``factor`` times the lowest loss seen before
-    (the initial training loss included). The training loop declares divergence on the training loss, one epoch
-    after the step that blew up, so the validation loss of that step (often 100-1000x the rest) would otherwise
-    reach the stores first and set the scale of every plot. Fed one epoch at a time, in order."""
+    """Which monitored losses are fit to show at once: finite, and at most ``factor`` times the lowest loss seen
+    before (the initial training loss included). A run that diverges climbs for a few epochs before its training
+    loss passes the loop's ``divergence_factor`` (10x), and the validation loss of the step that blew up is seen
+    one epoch before the training loss says so; those values (10-1000x the rest) would otherwise reach the stores
+    and set the scale of every plot. Fed one epoch at a time, in order."""
 
     def __init__(self, factor: float):
         self.factor = factor
@@ -98,16 +104,23 @@ class Objective:
             reported = report_epochs(spec.training.epochs, spec.tracking.report_points)
             pruned_by_pruner = False
 
-            shown = ShownLoss(spec.training.divergence_factor)
+            shown = ShownLoss(SHOWN_FACTOR)
+            held: list[tuple[int, float]] = []  # reported epochs whose loss may be a blow-up starting
 
             def hook(record: EpochRecord) -> bool:
                 nonlocal pruned_by_pruner
                 value = record.val_loss if self.data.X_val.shape[0] else record.train_loss
-                if shown(record.epoch, value, record.train_loss) and record.epoch in reported:
-                    trial.report(value, record.epoch)
-                    if self.prune_underperforming and trial.should_prune():
-                        pruned_by_pruner = True
-                        return True
+                if shown(record.epoch, value, record.train_loss):
+                    for epoch, loss in held:  # a spike the run recovered from: reported after all
+                        trial.report(loss, epoch)
+                    held.clear()
+                    if record.epoch in reported:
+                        trial.report(value, record.epoch)
+                elif record.epoch in reported and math.isfinite(value):
+                    held.append((record.epoch, value))
+                if record.epoch in reported and self.prune_underperforming and trial.should_prune():
+                    pruned_by_pruner = True
+                    return True
                 return False
 
             result = run_settings(settings, spec, self.data, hook=hook)
@@ -123,6 +136,7 @@ class Objective:
             diverged_loss = float(result.monitored[result.diverged_epoch])
             if shown.last is not None and shown.last[0] not in reported:
                 trial.report(shown.last[1], shown.last[0])
+            # `held` is dropped: it was the blow-up.
             trial.set_user_attr(
                 "diverged_loss", diverged_loss if math.isfinite(diverged_loss) else repr(diverged_loss)
             )
@@ -134,6 +148,8 @@ class Objective:
             }
             self._finish(trial, run_id, result, "PRUNED", tags)
             raise optuna.TrialPruned(f"diverged at epoch {result.diverged_epoch}: {result.reason}")
+        for epoch, loss in held:  # the run did not diverge: whatever was held back is its curve after all
+            trial.report(loss, epoch)
         if pruned_by_pruner:
             tags = {"prune_reason": PRUNE_UNDERPERFORMING, "stop": f"pruned by {spec.pruner.name} pruner"}
             self._finish(trial, run_id, result, "PRUNED", tags)
@@ -157,7 +173,7 @@ class Objective:
             end = result.epochs_run
             last = None
             if result.diverged:
-                last = last_shown_epoch(result, self.spec.training.divergence_factor)
+                last = last_shown_epoch(result, SHOWN_FACTOR)
                 end = 0 if last is None else last + 1
             curves = {"train_loss": result.train_loss[:end], "lr": result.lr[:end]}
             if result.has_validation:

@@ -88,13 +88,13 @@ def plot_lr_range_test(result, *, theory_lr: float | None = None, title: str = "
             linewidth=0,
             label=f"search range [{_fmt(low)}, {_fmt(high)}]",
         )
-    recommended = getattr(result, "recommended", getattr(s, "valley", None))
+    recommended = getattr(result, "recommended", getattr(s, "min_over_10", None))
     if recommended is not None:
         ax.axvline(
             recommended,
             color="tab:green",
             linewidth=2.5,
-            label=f"recommended lr = {_fmt(recommended)} (valley)",
+            label=f"recommended lr = {_fmt(recommended)} (minimum / 10, at most half the bound)",
         )
     if diverged_lr is not None:
         ax.axvline(
@@ -112,7 +112,7 @@ def plot_lr_range_test(result, *, theory_lr: float | None = None, title: str = "
             linewidth=1.3,
             label=rf"divergence bound $2/\lambda_{{max}}$ = {_fmt(theory_lr)} (theory)",
         )
-    others = [(n, getattr(s, a, None)) for n, a in (("steepest", "steepest"), ("minimum/10", "min_over_10"))]
+    others = [(n, getattr(s, a, None)) for n, a in (("steepest", "steepest"), ("valley", "valley"))]
     others = [f"{n} {_fmt(v)}" for n, v in others if v is not None]
     if others:
         ax.plot([], [], " ", label="other rules: " + ", ".join(others))

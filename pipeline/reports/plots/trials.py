@@ -403,5 +403,6 @@ def plot_importances(
     ax.set_ylabel("hyperparameter")
     ax.set_title(title)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    # Below the axes: inside, it covered the shortest bar's label.
+    _legend_below(fig, ax, ncols=1)
     return fig
