@@ -244,7 +244,9 @@ def _report(args) -> int:
     return OK
 
 
-RECOMMENDED_RULE_SHORT = "minimum / 10: a tenth of the rate at the smoothed loss's minimum; at most half the bound"
+RECOMMENDED_RULE_SHORT = (
+    "minimum / 10: a tenth of the rate at the smoothed loss's minimum; at most half the bound"
+)
 
 
 def format_lr_find(name: str, r, path) -> str:
