@@ -7,6 +7,7 @@ scikit-learn's PolynomialFeatures and the normal equations, independently of the
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import textwrap
@@ -287,8 +288,34 @@ def test_a_module_entry_point_and_class_labels(tmp_path, monkeypatch):
     )
     spec = load_study(path)
     assert spec.model.entry_point.source == (package / "mine.py").resolve()
-    assert len(spec.model.entry_point.source_sha256()) == 64
+    assert (
+        spec.model.entry_point.source_sha256 == hashlib.sha256((package / "mine.py").read_bytes()).hexdigest()
+    )
     data = load_study_data(spec)
     assert data.task == "binary" and data.classes == ("no", "yes") and data.n_train + data.n_val == 100
     model = build_model_for(spec, data)
     assert model.accuracy is not None and model.n_params == 3
+
+
+def test_a_studys_identity_follows_its_model_code(tmp_path):
+    """The spec (which a study's fingerprint is made of: every compared field) changes when the model file's
+    content changes, not when the same file is loaded again or when an API object is given again."""
+    path = write_study(tmp_path)
+    first, again = load_study(path), load_study(path)
+    assert first == again
+    assert first.model.entry_point.identity() == {
+        "entry_point": "models/poly_ridge.py:build",
+        "source_sha256": hashlib.sha256((tmp_path / "models" / "poly_ridge.py").read_bytes()).hexdigest(),
+    }
+    model_file = tmp_path / "models" / "poly_ridge.py"
+    model_file.write_text(model_file.read_text() + "\n# edited\n")
+    edited = load_study(path)
+    assert edited.model != first.model and edited.data != first.data  # both entry points live in that file
+    assert edited.model.entry_point.source_sha256 != first.model.entry_point.source_sha256
+
+    from pipeline import api
+
+    def factory(n_features):
+        raise AssertionError("not called by load")
+
+    assert api.load(path, model=factory) == api.load(path, model=factory)

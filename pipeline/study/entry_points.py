@@ -41,6 +41,14 @@ MODEL_INJECTED = ("n_features", "task", "n_classes")
 # ----------------------------------------------------------------------------------------------- parsing
 
 
+def file_sha256(path: Path | None) -> str:
+    """The code file's sha256 ("" when there is none or it cannot be read)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else ""
+    except OSError:
+        return ""
+
+
 def parse(text, study_path: Path, *, file: str | None, key: str) -> EntryPoint:
     """``file.py:function`` or ``package.module:function`` into an :class:`EntryPoint`; the file must exist, the
     module must be findable. Nothing is executed (a dotted module's parent packages are imported to find it)."""
@@ -64,7 +72,7 @@ def parse(text, study_path: Path, *, file: str | None, key: str) -> EntryPoint:
             raise error(f"file not found ({path}).")
         if path.suffix != ".py":
             raise error(f"must name a Python file (.py). Got {path.name}.")
-        return EntryPoint(text, function, path=path, source=path)
+        return EntryPoint(text, function, path=path, source=path, source_sha256=file_sha256(path))
     if not _MODULE.match(target):
         raise error(f"{target!r} is neither a .py file nor a dotted module name.")
     try:
@@ -74,7 +82,7 @@ def parse(text, study_path: Path, *, file: str | None, key: str) -> EntryPoint:
     if found is None:
         raise error(f"cannot find module {target!r} (is it installed, or on PYTHONPATH?).")
     source = Path(found.origin) if found.origin and found.origin.endswith(".py") else None
-    return EntryPoint(text, function, module=target, source=source)
+    return EntryPoint(text, function, module=target, source=source, source_sha256=file_sha256(source))
 
 
 def from_object(obj) -> EntryPoint:
@@ -88,10 +96,12 @@ def from_object(obj) -> EntryPoint:
         source = inspect.getsourcefile(target)
     except TypeError:
         source = None
+    source = Path(source) if source and Path(source).is_file() else None
     return EntryPoint(
         f"<python object {getattr(target, '__module__', '?')}.{name}>",
         name,
-        source=Path(source) if source and Path(source).is_file() else None,
+        source=source,
+        source_sha256=file_sha256(source),
         obj=obj,
     )
 
@@ -312,7 +322,7 @@ def build_model(spec: StudySpec, data):
             m.entry_point.text,
             id(m.entry_point.obj),
             str(m.entry_point.source),
-            m.entry_point.source_sha256(),
+            m.entry_point.source_sha256,
             repr(dict(m.params)),
             data.source,
             data.X_train.shape,

@@ -29,22 +29,16 @@ class EntryPoint:
     path: Path | None = None
     module: str | None = None
     source: Path | None = None
+    # sha256 of ``source`` when the study was loaded ("" without a readable file): a field, so that a study's
+    # fingerprint (every compared field of the spec) changes when the model's code does.
+    source_sha256: str = ""
     # A Python object given through the API instead of a name (a model, or a function). Not compared: it is named
     # by ``text`` and ``source`` (its repr may hold a memory address, which would differ on every run).
     obj: Any = field(default=None, compare=False)
 
-    def source_sha256(self) -> str:
-        """sha256 of the entry point's source file ("" when it cannot be read): a changed model is a new study."""
-        import hashlib
-
-        try:
-            return hashlib.sha256(self.source.read_bytes()).hexdigest() if self.source else ""
-        except OSError:
-            return ""
-
     def identity(self) -> dict[str, str]:
-        """What names this code for a study's fingerprint: the entry point as written and its file's hash."""
-        return {"entry_point": self.text, "source_sha256": self.source_sha256()}
+        """What names this code in a study's identity: the entry point as written and its file's hash."""
+        return {"entry_point": self.text, "source_sha256": self.source_sha256}
 
 
 @dataclass(frozen=True)
