@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from pipeline.study.experiment import load_study_data, replay
 from pipeline.study.loader import load_study
-from pipeline.tuning.objective import Objective, last_finite_epoch, report_epochs
+from pipeline.tuning.objective import Objective, last_shown_epoch, report_epochs
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "diabetes-reference.yaml"
 EPOCHS, POINTS = 40, 5
@@ -68,23 +68,24 @@ def test_a_diverged_trial_is_pruned_with_its_reason_and_last_finite_loss(tmp_pat
     assert trial.user_attrs["prune_reason"] == "diverged"
     _, result = replay(spec, data, trial.params)
     assert trial.user_attrs["diverged_epoch"] == result.diverged_epoch
-    last = last_finite_epoch(result)
-    # Optuna keeps the last finite loss before the divergence, not the diverged one
+    last = last_shown_epoch(result, spec.training.divergence_factor)
+    # Optuna keeps the last loss before the blow-up, not the diverged one
     assert all(math.isfinite(v) for v in trial.intermediate_values.values())
     if last is not None:
         assert trial.intermediate_values[last] == result.monitored[last]
     assert trial.user_attrs["epochs_run"] == result.epochs_run < EPOCHS
 
 
-def test_last_finite_epoch():
+def test_the_last_shown_epoch_stops_before_the_blow_up():
     class Result:
-        def __init__(self, monitored, diverged_epoch):
-            self.monitored, self.diverged_epoch = np.array(monitored), diverged_epoch
-            self.epochs_run = len(monitored)
+        def __init__(self, monitored, train_loss, diverged_epoch):
+            self.monitored, self.train_loss = np.array(monitored), np.array(train_loss)
+            self.diverged_epoch, self.epochs_run = diverged_epoch, len(monitored)
 
-    assert last_finite_epoch(Result([3.0, 2.0, 50.0, np.inf], 3)) == 2
-    assert last_finite_epoch(Result([np.nan], 0)) is None
-    assert last_finite_epoch(Result([1.0, 0.5], None)) == 1
+    # factor 10: epoch 2's 50 is more than 10x the lowest loss before it (2), so epoch 1 is the last shown
+    assert last_shown_epoch(Result([3.0, 2.0, 50.0, np.inf], [3.0, 2.0, 1.0, 1.0], 3), 10) == 1
+    assert last_shown_epoch(Result([np.nan], [np.nan], 0), 10) is None
+    assert last_shown_epoch(Result([1.0, 0.5], [1.0, 0.5], None), 10) == 1
 
 
 def test_no_tracker_means_no_mlflow(tmp_path):
