@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@echo "installing the pinned dependencies (constraints.txt) into $(VENV)"
 	@if [ "$(UV)" != 0 ] && $(PY) -m pip install --disable-pip-version-check -c constraints.txt uv \
-	    && $(VENV)/bin/uv pip install --python $(PY) -c constraints.txt -e '.[dev]'; then :; \
+	    && $(VENV)/bin/uv pip install --compile-bytecode --python $(PY) -c constraints.txt -e '.[dev]'; then :; \
 	else echo "uv unavailable or failed: installing with pip"; \
 	  $(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[dev]'; fi
 	@touch $(STAMP)
