@@ -181,3 +181,44 @@ def test_train_best_exits_1_without_a_complete_trial(e2e_store, all_diverge, tmp
     run = e2e_store.cli("train-best", str(all_diverge), "--out", str(tmp_path / "t"))
     assert run.code == 1 and "no complete trial" in run.err
     assert not (tmp_path / "t").exists()
+
+
+class NoPredict:
+    """Logistic regression without predict: it can be tuned, not exported."""
+
+    task = "binary"
+
+    def __init__(self, n_features):
+        from pipeline.core.models import LogisticRegression
+
+        self.inner = LogisticRegression(n_features)
+
+    def init_params(self, rng):
+        return self.inner.init_params(rng)
+
+    def loss(self, p, X, y):
+        return self.inner.loss(p, X, y)
+
+    def loss_and_grad(self, p, X, y):
+        return self.inner.loss_and_grad(p, X, y)
+
+
+def test_a_model_without_predict_is_tuned_but_not_exported(tmp_path):
+    from pipeline import api
+    from pipeline.errors import ConfigError
+
+    study = {
+        "name": "no-predict",
+        "data": {"dataset": "breast_cancer"},
+        "training": {"epochs": 5},
+        "search": {"lr": {"low": 0.01, "high": 1.0}},
+        "budget": {"trials": 2},
+    }
+    storage = str(tmp_path / "j.journal")
+    summary = api.tune(study, model=NoPredict, storage=storage, track=False)
+    assert summary.best is not None
+    with pytest.raises(
+        ConfigError, match=r"'model.entry_point': the model has no predict\(params, X\) method"
+    ):
+        api.train_best(study, model=NoPredict, storage=storage, out_dir=tmp_path / "out", log=False)
+    assert not (tmp_path / "out").exists()
