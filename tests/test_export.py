@@ -111,6 +111,11 @@ def test_the_model_is_logged_under_the_study_run_with_signature_and_example(e2e_
     assert len(models) == 1
     run = client.get_run(models[0].source_run_id)
     assert run.info.run_name == "study"
+    # The study's run is the parent of every trial's run.
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+    )
+    assert len(children) == len(e2e_store.study("poly-export").trials) == 6
     version = client.get_model_version("t12-poly", "1")
     assert version.source == models[0].model_uri and version.run_id == run.info.run_id
     import mlflow
