@@ -13,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -227,3 +230,79 @@ def test_a_model_without_predict_is_tuned_but_not_exported(tmp_path):
     ):
         api.train_best(study, model=NoPredict, storage=storage, out_dir=tmp_path / "out", log=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_module_entry_point_ships_its_package(tmp_path, monkeypatch):
+    """``package.module:function``: the saved model carries the top-level package and loads without it."""
+    from pipeline import api
+
+    package = tmp_path / "src" / "shipped12"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "models" / "__init__.py").write_text("from .helpers import SCALE\n")
+    (package / "models" / "helpers.py").write_text("SCALE = 1.0\n")
+    (package / "models" / "ridge.py").write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            from .helpers import SCALE
+
+            class Ridge:
+                task = "regression"
+
+                def __init__(self, n_features, l2=0.01):
+                    self.d, self.l2 = n_features, l2
+
+                def init_params(self, rng):
+                    return np.zeros(self.d + 1)
+
+                def predict(self, p, X):
+                    return SCALE * (X @ p[:-1] + p[-1])
+
+                def loss(self, p, X, y):
+                    r = self.predict(p, X) - y
+                    return float(r @ r) / len(y) + self.l2 * float(p[:-1] @ p[:-1])
+
+                def loss_and_grad(self, p, X, y):
+                    r = self.predict(p, X) - y
+                    g = np.append(2 / len(y) * X.T @ r + 2 * self.l2 * p[:-1], 2 * r.mean())
+                    return self.loss(p, X, y), g
+
+            def build(n_features, l2=0.01):
+                return Ridge(n_features, l2)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    study = {
+        "name": "shipped",
+        "data": {"dataset": "diabetes"},
+        "model": {"entry_point": "shipped12.models.ridge:build", "params": {"l2": 0.01}},
+        "training": {"epochs": 30},
+        "search": {"lr": {"low": 0.01, "high": 0.2}},
+        "budget": {"trials": 3},
+    }
+    storage = str(tmp_path / "j.journal")
+    api.tune(study, storage=storage, track=False)
+    done = api.train_best(study, storage=storage, out_dir=tmp_path / "out", log=False)
+    assert (tmp_path / "out" / "code" / "shipped12" / "models" / "helpers.py").is_file()
+    raw = load_dataset("diabetes", seed=0, standardize=False)
+    expected = done.model.predict(raw.X_val)
+    shutil.rmtree(tmp_path / "src")
+    code = textwrap.dedent(
+        f"""
+        import json, numpy as np
+        from pipeline.study.trained import TrainedModel
+        rows = np.array(json.loads(input()))
+        print(json.dumps(TrainedModel.load({str(tmp_path / "out")!r}).predict(rows).tolist()))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(raw.X_val.tolist()),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    np.testing.assert_allclose(json.loads(out.stdout), expected, rtol=1e-12, atol=1e-12)

@@ -111,7 +111,9 @@ class TrainedModel:
                 root = root.parent
             package = root / top
             code.mkdir()
-            if package.is_dir():
+            if {"site-packages", "dist-packages"} & set(root.parts):
+                pass  # an installed package: the environment that loads the model installs it too
+            elif package.is_dir():
                 shutil.copytree(package, code / top, ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy2(source, code / source.name)
