@@ -306,3 +306,10 @@ def test_a_module_entry_point_ships_its_package(tmp_path, monkeypatch):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     np.testing.assert_allclose(json.loads(out.stdout), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["", " x", "a/b", "models:x"])
+def test_a_bad_registry_name_is_refused_first(e2e_store, diverge, tmp_path, name):
+    run = e2e_store.cli("train-best", str(diverge.path), "--out", str(tmp_path / "t"), "--register", name)
+    assert run.code == 2 and "'--register'" in run.err and repr(name) in run.err
+    assert not (tmp_path / "t").exists()

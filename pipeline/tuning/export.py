@@ -24,6 +24,19 @@ REPRODUCE_RTOL = 1e-6
 EXAMPLE_ROWS = 5
 
 
+def check_registry_name(name) -> str:
+    """MLflow's rule for a registered model's name (no '/' or ':', not empty), checked before anything runs."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or name in (".", ".."):
+        raise ConfigError(
+            "must be a non-empty name without leading or trailing spaces.", key="--register", value=name
+        )
+    if any(c in name for c in "/:"):
+        raise ConfigError(
+            "must not contain '/' or ':' (MLflow's rule for model names).", key="--register", value=name
+        )
+    return name
+
+
 def model_recipe(spec: StudySpec, data, model) -> dict:
     """How to build the model again where it is loaded: a built-in by name, a user's from its code, or an
     in-memory object from a pickle (``pipeline.study.trained.build``)."""
@@ -61,6 +74,8 @@ def train_best_trial(
         NoCompleteTrial: the study has no complete trial.
         ConfigError: the model cannot predict, or the training does not reproduce the stored value.
     """
+    if register is not None:
+        check_registry_name(register)
     study = load_existing_study(spec, storage)
     best = best_trial_info(study)
     if best is None:
