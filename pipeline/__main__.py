@@ -1,5 +1,10 @@
 import sys
 
-from pipeline.cli import main
+try:
+    from pipeline.cli import main
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:  # Ctrl-C before the CLI could take it (while importing): nothing was written yet
+    print("interrupted", file=sys.stderr)
+    code = 130
+sys.exit(code)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 from pipeline import config
@@ -39,6 +40,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number > 0. Got {text!r} instead.") from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number > 0. Got {text!r} instead.")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0. Got {text[:200]!r} instead.")
     return value
 
 
@@ -74,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_float,
         metavar="H",
         help="first mark FAIL the trials RUNNING for more than H hours (left by a killed worker)",
+    )
+    tune.add_argument(
+        "--min-free-mb",
+        type=_non_negative_float,
+        default=50.0,
+        metavar="MB",
+        help="stop before a trial when a store's filesystem has less free space than this (default 50; 0: off)",
     )
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     command("best", "print the best complete trial as JSON (exit 1 when there is none)")
@@ -112,6 +130,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline import secrets
+
+    for url in (*(argv if argv is not None else sys.argv[1:]), os.environ.get("MLFLOW_TRACKING_URI")):
+        if url and "://" in url:
+            secrets.register(url)
+    # Before anything can print: a password in a URL never reaches a terminal or a log.
+    with secrets.masked_streams():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "tune":
@@ -133,8 +162,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted: finished trials are stored; the running one is marked FAIL", file=sys.stderr)
-        return ExitCode.INTERRUPTED
+        return _interrupted()
+    except BaseException as exc:
+        from pipeline.tuning.writes import StoreWriteError
+
+        if isinstance(exc, StoreWriteError):
+            print(f"error: {exc}", file=sys.stderr)
+            return ExitCode.STORE_ERROR
+        if _caused_by_interrupt(exc):  # a Ctrl-C that hit a library's cleanup, which raised something else
+            return _interrupted()
+        raise
     raise AssertionError(args.command)  # argparse only lets known commands through
 
 
@@ -146,6 +183,24 @@ def _mlflow_ui(args) -> int:
     print(f"MLflow UI on {store} at http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
     serve_ui(store, artifact_root=artifacts, host=args.host, port=args.port)
     return OK
+
+
+def _interrupted() -> int:
+    print(
+        "interrupted: finished trials are stored; a trial cut short is marked FAIL now or repaired by the next run",
+        file=sys.stderr,
+    )
+    return ExitCode.INTERRUPTED
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _load(args, **overrides):
@@ -168,6 +223,7 @@ def _tune(args) -> int:
         progress=progress,
         worker=args.worker,
         fail_stale_after=args.fail_stale_after * 3600 if args.fail_stale_after else None,
+        min_free_mb=args.min_free_mb,
     )
     print(render_summary(summary))
     return tune_exit_code(summary)
@@ -175,6 +231,8 @@ def _tune(args) -> int:
 
 def tune_exit_code(summary) -> int:
     """0 ok; 3 some trials of this run failed; 1 the study has no complete trial; 128 + N stopped by signal N."""
+    if summary.stop_reason == "low-disk":
+        return ExitCode.STORE_ERROR
     if summary.stopped_by_signal:
         return 128 + summary.stopped_by_signal
     if summary.new_failed:

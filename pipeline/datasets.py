@@ -75,8 +75,12 @@ class DataArgumentError(ArgumentError, DataError):
     """A bad argument of a data loader: the core's one message shape, and a DataError (exit 2 at the CLI)."""
 
 
+# Generated data live in memory as float64: bounds that keep a study file from asking for terabytes.
+DATA_LIMITS = {"n_samples": 1_000_000, "n_features": 10_000}
+
+
 def _positive_int(param, owner, value):
-    return check_int(value, param, owner, low=1, error=DataArgumentError)
+    return check_int(value, param, owner, low=1, high=DATA_LIMITS.get(param), error=DataArgumentError)
 
 
 def _non_negative(param, owner, value):

@@ -6,7 +6,45 @@ Every message names where the bad value came from (file, key path) and the value
 
 from __future__ import annotations
 
+import reprlib
+
 _MISSING = object()
+MAX_SHOWN = 200  # a value longer than this is cut in messages (a YAML alias bomb must not become gigabytes)
+
+_repr = reprlib.Repr()  # Python 3.11's Repr takes no arguments
+_repr.maxlevel, _repr.maxtuple, _repr.maxlist, _repr.maxdict, _repr.maxset = 3, 6, 6, 6, 6
+_repr.maxstring, _repr.maxother, _repr.maxlong = MAX_SHOWN, MAX_SHOWN, 60
+
+
+def _small(value, budget: int = 200) -> bool:
+    """Whether ``value`` has at most ``budget`` nested items (a YAML alias bomb has billions, all shared)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return False
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+    return True
+
+
+def shown(value) -> str:
+    """``repr(value)`` for a message: bounded in size whatever the value, passwords in URLs masked."""
+    from pipeline.secrets import mask_url
+
+    if isinstance(value, str):
+        masked = mask_url(value)
+        if len(masked) <= MAX_SHOWN:
+            return repr(masked)
+        return f"{masked[:MAX_SHOWN]!r}... ({len(masked)} characters)"
+    text = mask_url(repr(value) if _small(value) else _repr.repr(value))
+    if len(text) > MAX_SHOWN:
+        text = f"{text[:MAX_SHOWN]}... (cut)"
+    return text
 
 
 class PipelineError(Exception):
@@ -21,8 +59,10 @@ class ConfigError(PipelineError, ValueError):
         where = ": ".join(p for p in (file, f"'{key}'" if key else None) if p)
         text = f"{where}: {message}" if where else message
         if value is not _MISSING:
-            text = f"{text} Got {value!r} instead."
-        super().__init__(text)
+            text = f"{text} Got {shown(value)} instead."
+        from pipeline.secrets import mask_url
+
+        super().__init__(mask_url(text))
 
 
 class DataError(PipelineError, ValueError):

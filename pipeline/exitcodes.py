@@ -15,6 +15,9 @@ class ExitCode(enum.IntEnum):
     TRIALS_FAILED = (
         3  # `tune`: some trials of this run raised an error (FAIL, not pruned); the rest are stored
     )
+    STORE_ERROR = (
+        74  # a store could not be written (full disk, I/O error) or free space fell below --min-free-mb
+    )
     LOCKED = 75  # `tune --exclusive`: another run holds the study's lock (EX_TEMPFAIL: try again later)
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
     TERMINATED = 143  # SIGTERM (128 + SIGTERM): the running trial finished first

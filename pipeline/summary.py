@@ -28,6 +28,10 @@ class StopReason(enum.StrEnum):
     CONVERGED = "converged"  # budget.patience: no improvement beyond the tolerance over the last N trials
     EXHAUSTED = "exhausted"  # a grid study ran every point of its grid
     SIGNAL = "signal"  # a scheduler's SIGTERM: the running trial finished, then the run ended
+    LOW_DISK = "low-disk"  # less free space than --min-free-mb where a store lives: stopped before a trial
+    INTERRUPTED = (
+        "interrupted"  # Ctrl-C: the running trial stopped at its next epoch, stored FAIL (interrupted)
+    )
 
 
 @dataclass
@@ -121,6 +125,8 @@ _STOP_TEXT = {
     StopReason.CONVERGED: "converged",
     StopReason.EXHAUSTED: "exhausted: every point of the grid has run",
     StopReason.SIGNAL: "signal",
+    StopReason.LOW_DISK: "low-disk: too little free space where a store lives (see the error above)",
+    StopReason.INTERRUPTED: "interrupted: Ctrl-C; the running trial is stored as FAIL (fail_reason interrupted)",
 }
 
 

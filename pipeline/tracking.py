@@ -37,6 +37,11 @@ import numpy as np
 
 # Before the import: MLflow reads the variable when it starts its telemetry client.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# An unreachable or silent tracking server must not hold a run for minutes: MLflow's defaults (120 s per request,
+# 7 retries with exponential backoff) add up to over 4 minutes per call. 10 s and 2 quick retries bound it.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 import logging  # noqa: E402
 
@@ -50,6 +55,9 @@ from pipeline.errors import ConfigError  # noqa: E402
 # MLflow logs its schema migrations at INFO the first time a store is opened; the user did not ask for that.
 for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# MLflow logs every SQL error with its whole traceback before raising it; the error is raised anyway, and the
+# pipeline reports it in one line (a full disk: one message, not a traceback per write).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 DEFAULT_TRACKING_URI = default_tracking_uri()
 
@@ -95,6 +103,46 @@ def _creation_lock(artifact_root: Path | None):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The file of a local ``sqlite:///`` tracking URI, None for anything else (a server, in-memory)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+_CREATING = ".creating-"
+
+
+def _create_store_atomically(path: Path, artifact_root: Path) -> None:
+    """Create and migrate a new sqlite store under a temporary name, then rename it into place.
+
+    MLflow's first open runs ~70 schema migrations over 3-5 s; a process killed among them leaves a store that
+    no later open can repair (``duplicate column name``, ``_alembic_tmp_runs already exists``). Built aside and
+    renamed (atomic on one filesystem), a kill at any instant leaves either no store or a whole one. The caller
+    holds the creation lock, so a temporary file found here was left by a killed process and is removed.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for stale in path.parent.glob(f"{path.name}{_CREATING}*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    temp = path.with_name(f"{path.name}{_CREATING}{os.getpid()}")
+    store = SqlAlchemyStore(f"sqlite:///{temp}", artifact_root.as_uri())
+    store.engine.dispose()
+    with open(temp, "rb") as handle:  # the migrations are committed; make them durable before the rename
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    with contextlib.suppress(OSError):  # the rename itself durable too
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 def _slug(name: str) -> str:
@@ -188,6 +236,9 @@ class Tracker:
         tags = {"mlflow.experimentKind": "custom_model_development", **(tags or {})}
         try:
             with _creation_lock(root):
+                db = sqlite_path(self.tracking_uri)
+                if db is not None and (not db.exists() or db.stat().st_size == 0):
+                    _create_store_atomically(db, root)
                 self.client = MlflowClient(tracking_uri=self.tracking_uri)
                 self.experiment_id = self._get_or_create_experiment(artifact_location, _str_items(tags))
         except MlflowException as exc:
@@ -250,6 +301,7 @@ class Tracker:
         # Nested under the study's run: the runs table groups a study's trials under one expandable row.
         run_tags = {
             "trial_number": str(int(trial_number)),
+            "study": self.experiment_name,
             **_str_items(tags),
             PARENT_TAG: self.study_run_id(),
         }
@@ -460,6 +512,38 @@ class Tracker:
         )
         self.client.set_terminated(run_id, status="FAILED")
 
+    def running_trial_runs(self, study: str) -> list[Run]:
+        """The runs of ``study`` still RUNNING, found by their tags (``trial_number``, and ``study`` when set) in
+        the study's experiment, not through the trials' user attributes: a run whose process died before the trial
+        recorded its id is found too. One query; flat or nested (a per-study parent run, which has no
+        ``trial_number``) layouts alike."""
+        self._check_open("running_trial_runs")
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=10_000
+        )
+        return [
+            run
+            for run in runs
+            if "trial_number" in run.data.tags and run.data.tags.get("study", study) == study
+        ]
+
+    def reconcile_run(self, run: Run, state: str, reason: str, params: dict | None = None) -> None:
+        """Terminate a run another process left RUNNING: status matching the trial's ``state`` (COMPLETE,
+        PRUNED, FAIL), tags ``state`` and ``reconciled`` (why), and the trial's params when the run has none (a
+        killed trial's params were still waiting for its final batch)."""
+        self._check_open("reconcile_run")
+        missing = {k: v for k, v in _str_items(params).items() if k not in run.data.params}
+        tags = [RunTag("state", state), RunTag("reconciled", reason)]
+        if state == "FAIL" and "fail_reason" not in run.data.tags:
+            tags.append(RunTag("fail_reason", reason))
+        self.client.log_batch(
+            run.info.run_id,
+            params=[Param(k, v) for k, v in missing.items()],
+            tags=tags,
+            synchronous=True,
+        )
+        self.client.set_terminated(run.info.run_id, status=RUN_STATUS[state])
+
     def close(self) -> None:
         """End the tracker; idempotent. Runs started but never finished are logged with their params and
         terminated FAILED (tag ``state=FAIL``), so an interrupted study leaves no run RUNNING forever."""
@@ -573,4 +657,5 @@ __all__ = [
     "find_run",
     "local_artifact_root",
     "run_name",
+    "sqlite_path",
 ]

@@ -389,7 +389,12 @@ def test_unreadable_bytes(tmp_path):
             r"The 'noise' parameter of dataset 'moons' must be a float >= 0.0. Got -1 instead",
         ),
         ("moons", {"noise": float("inf")}, r"'noise'.*Got inf instead"),
-        ("moons", {"n_samples": 0}, r"'n_samples' parameter of dataset 'moons' must be an int >= 1. Got 0"),
+        (
+            "moons",
+            {"n_samples": 0},
+            r"'n_samples' parameter of dataset 'moons' must be an int in \[1, 1000000\]. Got 0",
+        ),
+        ("moons", {"n_samples": 10**12}, r"'n_samples'.*must be an int in \[1, 1000000\]. Got 1000000000000"),
         ("moons", {"n_samples": True}, r"'n_samples'.*Got True instead"),
         ("moons", {"n_samples": 10.0}, r"'n_samples'.*Got 10.0 instead"),
         (

@@ -154,14 +154,35 @@ def _stratified_split(codes: np.ndarray, n_train: int, n_val: int, rng) -> tuple
 
 def _fit_scale(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column means and population stds of A (n >= 1, d); constant columns get std 1 (module docstring)."""
-    mean = A.mean(axis=0)
-    scale = A.std(axis=0)
-    # max == min is exact, unlike std == 0: a constant 0.1 column has a rounding-error std ~1e-17, and
-    # dividing by it would blow that rounding error up to O(1) values
-    constant = np.ptp(A, axis=0) == 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = A.mean(axis=0)
+        scale = A.std(axis=0)
+        # max == min is exact, unlike std == 0: a constant 0.1 column has a rounding-error std ~1e-17, and
+        # dividing by it would blow that rounding error up to O(1) values
+        constant = np.ptp(A, axis=0) == 0
+    # Finite values near the float64 limit (|x| > ~1e154) overflow when summed or squared: for those columns,
+    # divide by the column's largest magnitude first (mean and std scale with it), then scale back.
+    huge = ~(np.isfinite(mean) & np.isfinite(scale))
+    if huge.any():
+        top = np.abs(A[:, huge]).max(axis=0)
+        B = A[:, huge] / top
+        mean[huge] = B.mean(axis=0) * top
+        scale[huge] = B.std(axis=0) * top
     mean[constant] = A[0, constant]
     scale[constant] = 1.0
     return mean, scale
+
+
+def _standardise(A: np.ndarray, mean, scale) -> np.ndarray:
+    """(A - mean) / scale; for entries where that overflows (huge finite values of opposite signs), the equal
+    A / scale - mean / scale, which cannot."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (A - mean) / scale
+    bad = ~np.isfinite(out)
+    if bad.any():
+        alt = A / scale - mean / scale
+        out[bad] = alt[bad]
+    return out
 
 
 def _readonly(a: np.ndarray, dtype) -> np.ndarray:
@@ -204,14 +225,14 @@ def prepare(
     x_mean, x_scale = np.zeros(d), np.ones(d)
     if standardize:
         x_mean, x_scale = _fit_scale(X_train)
-        X_train = (X_train - x_mean) / x_scale
-        X_val = (X_val - x_mean) / x_scale
+        X_train = _standardise(X_train, x_mean, x_scale)
+        X_val = _standardise(X_val, x_mean, x_scale)
     y_mean, y_scale = 0.0, 1.0
     if standardize_target:
         m, s = _fit_scale(y_train.reshape(-1, 1))
         y_mean, y_scale = float(m[0]), float(s[0])
-        y_train = (y_train - y_mean) / y_scale
-        y_val = (y_val - y_mean) / y_scale
+        y_train = _standardise(y_train, y_mean, y_scale)
+        y_val = _standardise(y_val, y_mean, y_scale)
 
     y_dtype = np.int64 if classification else np.float64
     return Dataset(

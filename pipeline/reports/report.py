@@ -38,6 +38,7 @@ from pipeline.core.names import (
 )
 from pipeline.core.training import TrainResult
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.paths import inside
 from pipeline.reports import plots
 from pipeline.study.experiment import ReplaySuggester, TrialRecord, build_model_for, load_study_data, replay
 from pipeline.study.space import TrialSettings
@@ -374,7 +375,7 @@ def write_report(
 
     def out(fig, key: str) -> None:
         plots.stamp(fig, stamped)
-        written.append(plots.save(fig, out_dir / FILES[key], dpi=dpi))
+        written.append(plots.save(fig, inside(out_dir, out_dir / FILES[key], key="--out"), dpi=dpi))
 
     lrs = [t.lr for t in trials]
     kinds = [t.kind for t in trials]

@@ -38,10 +38,13 @@ class TrialRecord:
 
 
 def load_study_data(spec: StudySpec) -> Dataset:
+    """The study's data, checked against its model (before anything is written)."""
+    from pipeline.study.checks import check_model_fits
+
     d = spec.data
     if d.entry_point is not None:
         return entry_points.load_data(spec)
-    return load_dataset(
+    data = load_dataset(
         d.dataset,
         path=d.path,
         target=d.target,
@@ -51,6 +54,8 @@ def load_study_data(spec: StudySpec) -> Dataset:
         standardize=d.standardize,
         **dict(d.params),
     )
+    check_model_fits(spec, data)
+    return data
 
 
 def build_model_for(spec: StudySpec, data: Dataset) -> Model:
@@ -217,19 +222,43 @@ def run_range_test(spec: StudySpec, data: Dataset, auto=None) -> RangeTestReport
     model = build_model_for(spec, data)
     batch_size = spec.training.batch_size
     kwargs = dict(batch_size=batch_size, seed=spec.seed, stop_factor=auto.stop_factor)
-    if auto.ramp == "segments":
-        ramp = lrfind.segments_ramp(auto.start_lr, auto.step_lr, auto.iterations_per_value, auto.end_lr)
-        result = lrfind.range_test(model, optimizer, data, ramp=ramp, **kwargs)
-    else:
-        result = lrfind.range_test(
-            model,
-            optimizer,
-            data,
-            start_lr=auto.start_lr,
-            end_lr=auto.end_lr,
-            steps=auto.steps,
-            mode=auto.ramp,
-            **kwargs,
+    start_lr, restarted = auto.start_lr, []
+    while True:
+        if auto.ramp == "segments":
+            ramp = lrfind.segments_ramp(auto.start_lr, auto.step_lr, auto.iterations_per_value, auto.end_lr)
+            result = lrfind.range_test(model, optimizer, data, ramp=ramp, **kwargs)
+        else:
+            result = lrfind.range_test(
+                model,
+                optimizer,
+                data,
+                start_lr=start_lr,
+                end_lr=auto.end_lr,
+                steps=auto.steps,
+                mode=auto.ramp,
+                **kwargs,
+            )
+        try:
+            suggestions = lrfind.suggest(result)
+            break
+        except ValueError as exc:
+            # The ramp diverged at its first rates (features on a large scale, not standardised): restart it
+            # 1000x lower, a few times, before giving up with the fix in one line.
+            if auto.ramp == "segments" or len(restarted) >= 4 or start_lr / 1000 >= auto.end_lr:
+                raise ConfigError(
+                    f"the LR range test diverges from its first rates ({exc}). The data are probably not "
+                    "standardised: set data.standardize: true, or start the ramp lower with "
+                    f"lr: {{auto: {{start_lr: {start_lr / 1000:g}}}}}.",
+                    file=str(spec.path),
+                    key="search.lr",
+                    value="auto",
+                ) from None
+            restarted.append(start_lr)
+            start_lr /= 1000
+    stop_reason = result.stop_reason
+    if restarted:
+        stop_reason += (
+            f" (ramp restarted from {start_lr:g}: it diverged from its first rate {restarted[0]:g})"
         )
     theory = None
     full_batch = batch_size is None or batch_size >= data.n_train
@@ -240,8 +269,8 @@ def run_range_test(spec: StudySpec, data: Dataset, auto=None) -> RangeTestReport
         losses=result.losses,
         smoothed=result.smoothed,
         diverged_lr=result.diverged_lr,
-        stop_reason=result.stop_reason,
-        suggestions=lrfind.suggest(result),
+        stop_reason=stop_reason,
+        suggestions=suggestions,
         theory_lr=theory,
         optimizer=branch.name,
         batch_size=batch_size,

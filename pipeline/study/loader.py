@@ -72,6 +72,10 @@ from pipeline.study.spec import (
 # ----------------------------------------------------------------------------------------------- loading
 
 
+_NAME = re.compile(r"[A-Za-z0-9._-](?:[A-Za-z0-9._ -]{0,98}[A-Za-z0-9._-])?")
+SEED_MAX = 2**32 - 1
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that fails on duplicate keys and reads ``1e-5`` as a float.
 
@@ -257,11 +261,13 @@ class _Reader:
             ),
             required=("data", "model", "training", "search"),
         )
-        name = self.string(top["name"], "name") if "name" in top else self.path.stem
+        name = self.study_name(top["name"] if "name" in top else self.path.stem, "name" in top)
         description = top.get("description", "")
         if not isinstance(description, str):
             raise self.error("must be a string.", "description", description)
         seed = self.number(top.get("seed", 0), "seed", integer=True, low=0)
+        if seed > SEED_MAX:
+            raise self.error(f"must be an int in [0, {SEED_MAX}] (the samplers' seed range).", "seed", seed)
         data, task = self.data(top["data"])
         model = self.model(top["model"], task)
         training = self.training(top["training"])
@@ -289,8 +295,20 @@ class _Reader:
             description,
         )
 
+    def study_name(self, value, given: bool) -> str:
+        """The study's name names files (reports/<name>/) and both stores' entries: a safe set of characters."""
+        where = "" if given else " (taken from the file name; set `name:` to choose another)"
+        if not isinstance(value, str) or not _NAME.fullmatch(value) or value.strip() in (".", ".."):
+            raise self.error(
+                "must be 1 to 100 letters, digits, '.', '_', '-' or spaces (not '.' or '..', no leading or "
+                f"trailing space){where}.",
+                "name",
+                value,
+            )
+        return value
+
     def data(self, raw) -> tuple[DataSpec, str | None]:
-        from pipeline.datasets import DATASET_PARAMS, DATASETS
+        from pipeline.datasets import DATA_LIMITS, DATASET_PARAMS, DATASETS
 
         if isinstance(raw, dict) and "entry_point" in raw:
             return entry_points.read_data(self, raw)
@@ -330,6 +348,11 @@ class _Reader:
                 or (v is not None and not math.isfinite(v))
             ):
                 raise self.error("must be a finite number.", f"data.params.{k}", v)
+            limit = DATA_LIMITS.get(k)
+            if limit is not None and v is not None and v > limit:
+                raise self.error(
+                    f"must be at most {limit:,} (the data are generated in memory).", f"data.params.{k}", v
+                )
         if not is_csv:
             return DataSpec(dataset, None, None, None, val_fraction, standardize, dict(params)), None
         for k in ("path", "target"):

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from pipeline import config
 from pipeline.core.arrays import Dataset
+from pipeline.paths import inside, writable_folder
 from pipeline.study.experiment import (
     RangeTestReport,
     build_model_for,
@@ -51,7 +52,7 @@ def lr_find(
 
     report = run_range_test(spec, data)
     found = report.as_dict()
-    out = config.REPORTS_DIR / spec.name / "lr-find.png"
+    out = inside(config.REPORTS_DIR, config.REPORTS_DIR / spec.name / "lr-find.png")
     fig = plot_lr_range_test(report, title=f"LR range test: {spec.name} ({report.optimizer})")
     made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     save(stamp(fig, f"{spec.name}: {len(study.get_trials(deepcopy=False))} trials in the study, {made}"), out)
@@ -144,9 +145,12 @@ def study_report(
     from pipeline.reports.report import write_report
     from pipeline.tracking import Tracker
 
+    if out_dir is None:
+        out_dir = inside(config.REPORTS_DIR, config.REPORTS_DIR / spec.name)
+    else:
+        out_dir = writable_folder(out_dir, key="--out")
     study = load_existing_study(spec, storage)
     spec = spec_as_run(spec, study)
-    out_dir = out_dir or config.REPORTS_DIR / spec.name
     caveat = importance_caveat(study)
     if caveat and notes is not None:
         notes.append(caveat)
@@ -167,10 +171,13 @@ def lr_find_for(
     """``lr-find STUDY``: the range test on its own; the study is created (empty) when it does not exist yet,
     so that the plot can be attached to it."""
     from pipeline.tracking import Tracker
+    from pipeline.tuning import preflight
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_study_data(spec)
     build_model_for(spec, data)  # a user's model is checked before the study and the experiment are created
+    preflight.check_storage(config.DEFAULT_STORAGE if storage is None else storage)
+    preflight.check_tracking(tracking_uri or config.default_tracking_uri())
     study = optuna.create_study(
         storage=open_storage(storage), study_name=spec.name, direction="minimize", load_if_exists=True
     )

@@ -8,6 +8,7 @@ reports a thinned learning curve to Optuna and asks the optional pruner), then e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,8 @@ from pipeline.study.experiment import (
     run_settings,
 )
 from pipeline.study.spec import StudySpec
+from pipeline.tuning import interrupt
+from pipeline.tuning.repair import claim
 
 
 class _OptunaSuggester:
@@ -92,10 +95,14 @@ class Objective:
     data: Dataset
     tracker: object | None = None  # pipeline.tracking.Tracker; None = no tracking (benchmarks, tests)
     prune_underperforming: bool = False
+    should_stop: Callable[[], bool] | None = None  # Ctrl-C's flag, read once per epoch
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.spec
+        claim(trial)
         settings = spec.search.sample(_OptunaSuggester(trial))
+        if self.should_stop is not None and self.should_stop():
+            self._interrupted(trial, None, None, "before it started")
         run_id = None
         if self.tracker is not None:
             run_id = self.tracker.start_trial(trial.number, settings.as_params(), {"study": spec.name})
@@ -103,12 +110,16 @@ class Objective:
         try:
             reported = report_epochs(spec.training.epochs, spec.tracking.report_points)
             pruned_by_pruner = False
+            stopped_at: list[int] = []
 
             shown = ShownLoss(SHOWN_FACTOR)
             held: list[tuple[int, float]] = []  # reported epochs whose loss may be a blow-up starting
 
             def hook(record: EpochRecord) -> bool:
                 nonlocal pruned_by_pruner
+                if self.should_stop is not None and self.should_stop():
+                    stopped_at.append(record.epoch)
+                    return True
                 value = record.val_loss if self.data.X_val.shape[0] else record.train_loss
                 if shown(record.epoch, value, record.train_loss):
                     for epoch, loss in held:  # a spike the run recovered from: reported after all
@@ -128,6 +139,8 @@ class Objective:
             self._finish(trial, run_id, None, "FAIL", {"error": f"{type(exc).__name__}: {exc}"[:5000]})
             raise
 
+        if stopped_at:
+            self._interrupted(trial, run_id, result, f"at epoch {stopped_at[0]}")
         if result.status == DIVERGED:
             # Optuna gets the last loss before the blow-up (ShownLoss), not the loss that diverged (up to 1e308):
             # that value would stretch every plot of the dashboard (history, intermediate values, slice, EDF)
@@ -157,13 +170,21 @@ class Objective:
         self._finish(trial, run_id, result, "COMPLETE", {"stop": result.reason})
         return result.final_loss
 
+    def _interrupted(self, trial, run_id, result: TrainResult | None, when: str):
+        """Store the trial as FAIL with reason ``interrupted`` in both stores, then end it (the run stops)."""
+        tags = {"fail_reason": interrupt.REASON, "error": f"interrupted by Ctrl-C {when}"}
+        self._finish(trial, run_id, result, "FAIL", tags)
+        raise interrupt.TrialInterrupted(tags["error"])
+
     def _finish(self, trial, run_id, result: TrainResult | None, state: str, tags: dict) -> None:
-        attrs = {k: v for k, v in tags.items() if k in ("prune_reason", "diverged_epoch", "error")}
+        attrs = {
+            k: v for k, v in tags.items() if k in ("prune_reason", "diverged_epoch", "error", "fail_reason")
+        }
         if result is not None:
             attrs["epochs_run"] = result.epochs_run
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        if self.tracker is None:
+        if self.tracker is None or run_id is None:
             return
         curves, final = {}, {}
         if result is not None:

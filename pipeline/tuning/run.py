@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import math
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -18,12 +18,15 @@ from optuna.trial import TrialState
 
 from pipeline import config
 from pipeline.errors import ConfigError
+from pipeline.secrets import mask_url
 from pipeline.study.experiment import build_model_for, load_study_data
 from pipeline.study.spec import StudySpec
 from pipeline.summary import RunSummary, StopReason, now_utc
+from pipeline.tuning import interrupt, preflight
 from pipeline.tuning.commands import resolve_auto_lr
 from pipeline.tuning.objective import Objective
-from pipeline.tuning.storage import _check_journal_file, best_trial_info, count_trials, open_storage
+from pipeline.tuning.repair import repair_study
+from pipeline.tuning.storage import best_trial_info, count_trials, open_storage
 from pipeline.tuning.ui import (
     describe_study,
     loss_meaning,
@@ -31,6 +34,7 @@ from pipeline.tuning.ui import (
     range_edge_warnings,
     set_mlflow_view,
 )
+from pipeline.tuning.writes import StoreWriteError, describe, guard, write_error
 
 
 def _sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -88,24 +92,24 @@ def _stop_gracefully_on_sigterm(study: optuna.Study, stopped: list[int]):
         signal.signal(signal.SIGTERM, previous)
 
 
-def fail_stale_trials(study: optuna.Study, older_than: float, tracker) -> int:
-    """Mark FAIL every trial RUNNING for more than ``older_than`` seconds (and FAILED its MLflow run).
+class DiskFull(StoreWriteError):
+    """Less free space than the threshold where a store lives: stopped before starting a trial."""
 
-    Database storages can use Optuna's heartbeat for this; a journal file has none, so a worker killed by
-    SIGKILL or a reboot leaves its trial RUNNING for good. Only the caller knows how long a trial may take:
-    pick a threshold far above it, or live workers' trials are failed too.
-    """
-    now = datetime.datetime.now()
-    failed = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.datetime_start is None or (now - t.datetime_start).total_seconds() <= older_than:
-            continue
-        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if tracker is not None and run_id:
-            tracker.fail_run(run_id, f"stale: RUNNING for more than {older_than:g} s when the study resumed")
-        failed += 1
-    return failed
+
+def _store_paths(storage: str, tracking_uri: str | None, track: bool) -> list[Path]:
+    """The local folders the run writes to: the journal file's (or sqlite file's), the MLflow store's."""
+    from pipeline.tracking import local_artifact_root
+
+    paths = []
+    if "://" not in storage:
+        paths.append(Path(storage).resolve().parent)
+    elif storage.startswith("sqlite:///"):
+        paths.append(Path(storage[len("sqlite:///") :].split("?", 1)[0]).resolve().parent)
+    if track:
+        root = local_artifact_root(tracking_uri or config.default_tracking_uri())
+        if root is not None:
+            paths.append(root.parent)
+    return paths
 
 
 def _grid_left(spec: StudySpec, study: optuna.Study) -> int:
@@ -131,6 +135,7 @@ def run_study(
     progress: bool = True,
     worker: int = 0,
     fail_stale_after: float | None = None,
+    min_free_mb: float = preflight.MIN_FREE_MB_DEFAULT,
 ) -> RunSummary:
     """Create the study, or load it when it exists (resume: new trials add to it), and run its budget.
 
@@ -140,6 +145,32 @@ def run_study(
     ``fail_stale_after``: seconds after which a trial still RUNNING is taken for one a killed worker left behind
     (a journal file has no heartbeat) and marked FAIL, with its MLflow run, before new trials start.
     """
+    with interrupt.catching_sigint() as interrupted:
+        return _run_study(
+            spec,
+            storage=storage,
+            tracking_uri=tracking_uri,
+            track=track,
+            progress=progress,
+            worker=worker,
+            fail_stale_after=fail_stale_after,
+            min_free_mb=min_free_mb,
+            interrupted=interrupted,
+        )
+
+
+def _run_study(
+    spec: StudySpec,
+    *,
+    storage: str | None,
+    tracking_uri: str | None,
+    track: bool,
+    progress: bool,
+    worker: int,
+    fail_stale_after: float | None,
+    min_free_mb: float,
+    interrupted: interrupt.Interrupt,
+) -> RunSummary:
     from pipeline.tracking import NOTE_TAG, Tracker  # the only MLflow contact, imported only when tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -149,9 +180,16 @@ def run_study(
     data = load_study_data(spec)
     spec.check_steps(data.n_train)
     build_model_for(spec, data)  # the model against the data; a user's model against finite differences
-    storage_url = storage or config.DEFAULT_STORAGE
-    if "://" not in storage_url:
-        _check_journal_file(Path(storage_url))
+    storage_url = config.DEFAULT_STORAGE if storage is None else storage
+    preflight.check_seed(spec.seed, worker, file=str(spec.path))
+    preflight.check_storage(storage_url)
+    if track:
+        preflight.check_tracking(tracking_uri or config.default_tracking_uri())
+    store_paths = _store_paths(storage_url, tracking_uri, track)
+    low_space = [preflight.free_space_problem(store_paths, min_free_mb)] if min_free_mb > 0 else []
+    if low_space and low_space[0]:
+        raise DiskFull(low_space[0])
+    low_space.clear()
     tracker = None
     if track:
         tracker = Tracker(
@@ -185,13 +223,19 @@ def run_study(
         left = _grid_left(spec, study)
         n_trials = left if n_trials is None else min(n_trials, left)
 
-    stale = fail_stale_trials(study, fail_stale_after, tracker) if fail_stale_after else 0
+    # Repair on every start: trials whose process is gone, runs left RUNNING (one query per store).
+    repaired = repair_study(study, tracker, stale_after=fail_stale_after)
+    for line in repaired.lines():
+        print(line, file=sys.stderr, flush=True)
+    stale = len(repaired.failed_trials)
     if tracker is not None:
         study.set_user_attr("mlflow_experiment", spec.name)
-        study.set_user_attr("mlflow_tracking_uri", tracker.tracking_uri)
+        study.set_user_attr("mlflow_tracking_uri", mask_url(tracker.tracking_uri))
     if spec.search.lr_auto is not None:
         spec = resolve_auto_lr(spec, data, study, tracker, storage_url)
-    objective = Objective(spec, data, tracker, prune_underperforming=spec.pruner.name != "none")
+    objective = Objective(
+        spec, data, tracker, prune_underperforming=spec.pruner.name != "none", should_stop=interrupted
+    )
     first_error: list[str] = []
     failed_here = 0
     stopped: list[int] = []  # the signal that asked the study to stop, if any
@@ -204,15 +248,20 @@ def run_study(
             failed_here += 1
             if not first_error:
                 first_error.append(str(trial.user_attrs.get("error", "see the log above")))
-        if stopped:  # a SIGTERM that came before the optimize loop could be told
+        if stopped or interrupted():  # a SIGTERM or Ctrl-C that came between two trials
             _study.stop()
+        elif min_free_mb > 0:
+            problem = preflight.free_space_problem(store_paths, min_free_mb)
+            if problem:
+                low_space.append(problem)
+                _study.stop()
 
     start = time.perf_counter()
     try:
         with _stop_gracefully_on_sigterm(study, stopped):
-            if n_trials is None or n_trials > 0:
+            if (n_trials is None or n_trials > 0) and not interrupted():
                 study.optimize(
-                    objective,
+                    guard(objective),
                     n_trials=n_trials,
                     timeout=spec.budget.timeout,
                     catch=(Exception,),
@@ -221,11 +270,28 @@ def run_study(
                 )
         if tracker is not None:
             set_mlflow_view(study, tracker)
+    except (
+        Exception
+    ) as exc:  # Optuna's own writes (ask, tell) failing: one message, not a traceback per trial
+        found = write_error(exc)
+        if found is None:
+            raise
+        raise StoreWriteError(describe(found)) from exc
     finally:
         if tracker is not None:
-            tracker.close()
+            try:
+                tracker.close()
+            except Exception as exc:
+                if write_error(exc) is None:
+                    raise
     elapsed = time.perf_counter() - start
-    if stopped:
+    if low_space:
+        print(f"error: {low_space[0]}", file=sys.stderr, flush=True)
+        reason = StopReason.LOW_DISK
+    elif interrupted():
+        reason = StopReason.INTERRUPTED
+        stopped.insert(0, int(signal.SIGINT))
+    elif stopped:
         reason = StopReason.SIGNAL
     elif spec.sampler.name == "grid" and _grid_left(spec, study) == 0:
         reason = StopReason.EXHAUSTED
@@ -235,8 +301,8 @@ def run_study(
         reason = StopReason.DEADLINE
     return RunSummary(
         study_name=spec.name,
-        storage=storage_url,
-        tracking_uri=tracker.tracking_uri if tracker else None,
+        storage=mask_url(storage_url),
+        tracking_uri=mask_url(tracker.tracking_uri) if tracker else None,
         new_trials=finished_here,
         elapsed=elapsed,
         counts=count_trials(study),

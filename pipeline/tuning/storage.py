@@ -38,17 +38,28 @@ def open_storage(url: str | None = None) -> BaseStorage:
     """An Optuna storage from a URL: ``scheme://...`` is a database (postgresql://, mysql://, sqlite:///...),
     ``redis://`` a journal in Redis, anything else a journal file path (several processes on one machine may share it).
     """
-    url = url or config.DEFAULT_STORAGE
+    from pipeline.tuning import journal
+    from pipeline.tuning.preflight import check_storage_url, rdb_engine_kwargs
+    from pipeline.tuning.repair import OwnedJournalStorage
+
+    url = config.DEFAULT_STORAGE if url is None else url
+    check_storage_url(url)
     try:
         if url.startswith("redis://"):
             from optuna.storages.journal import JournalRedisBackend
 
-            return optuna.storages.JournalStorage(JournalRedisBackend(url))
+            return OwnedJournalStorage(JournalRedisBackend(url))
         if "://" in url:
-            return optuna.storages.RDBStorage(url)
+            return optuna.storages.RDBStorage(url, engine_kwargs=rdb_engine_kwargs(url))
         _check_journal_file(Path(url))
         Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+        try:
+            return OwnedJournalStorage(journal.backend(url))
+        except (
+            ValueError
+        ):  # a torn record inside the journal (an append after a torn one): keep the whole ones
+            journal.repair(url, full=True)
+            return OwnedJournalStorage(journal.backend(url))
     except ConfigError:
         raise
     except (
@@ -68,7 +79,10 @@ def open_storage(url: str | None = None) -> BaseStorage:
 def load_existing_study(spec: StudySpec, storage: str | None = None) -> optuna.Study:
     """Load a study that must already exist; ConfigError naming the study and the storage when it does not."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage or config.DEFAULT_STORAGE
+    url = config.DEFAULT_STORAGE if storage is None else storage
+    from pipeline.tuning.preflight import check_storage_url
+
+    check_storage_url(url)
     if "://" not in url and not Path(url).exists():
         raise ConfigError(
             f"no study named {spec.name!r}: there is no such Optuna journal file; run `tune` first.",

@@ -1,0 +1,149 @@
+"""Repair on every start: what a killed or interrupted run left behind in both stores, put right in a query each.
+
+A process can die between any two writes. What that leaves, and what this module does about it:
+
+- **A trial RUNNING in Optuna whose process is gone.** Every trial records its owner (host, pid, start time) in
+  the record that creates it (journal files) or first thing after (other storages). On this machine, a trial whose
+  owner is dead is stale at once, without any time threshold, and is marked FAIL (``fail_reason``
+  ``owner-gone``). A trial owned by another machine is left to the heartbeat of database storages, or to an explicit
+  ``stale_after`` threshold (``tune --fail-stale-after``).
+- **An MLflow run still RUNNING** whose trial is finished, missing or stale. Runs are found by their tags
+  (``study``, ``trial_number``), so a run whose process died before the trial recorded its id is found too. Each is
+  terminated with the status matching its trial (COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED), a
+  ``reconciled`` tag saying why, and the trial's params when the run has none.
+- **A journal lock held by a dead process** is cleared with a message when the storage is opened
+  (:mod:`pipeline.tuning.journal`).
+
+:func:`repair_study` is the whole repair; another module that notices a dead worker (a heartbeat) can call it, or
+:func:`reconcile_runs` alone after failing trials its own way.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from pipeline.tuning import owner
+
+OWNER_ATTR = "owner"  # user attribute: "host:pid:start" of the process that runs the trial
+FAIL_REASON = "fail_reason"
+OWNER_GONE = "owner-gone"
+STALE = "stale"
+
+
+@dataclass
+class RepairReport:
+    failed_trials: list[int] = field(default_factory=list)  # RUNNING trials failed (owner gone, or stale)
+    reconciled_runs: dict[str, str] = field(default_factory=dict)  # run id -> reason
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.failed_trials:
+            numbers = ", ".join(str(n) for n in self.failed_trials)
+            out.append(f"repaired: trial(s) {numbers} left RUNNING by a process that is gone marked FAIL")
+        if self.reconciled_runs:
+            out.append(
+                f"repaired: {len(self.reconciled_runs)} MLflow run(s) left RUNNING terminated (tag 'reconciled')"
+            )
+        return out
+
+
+class OwnedJournalStorage(JournalStorage):
+    """Optuna's journal storage whose new trials carry their owner process in the record that creates them, so
+    there is no instant at which a trial exists without an owner (a kill right after ``ask()`` is repairable)."""
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is None:
+            template_trial = FrozenTrial(
+                number=-1,
+                state=TrialState.RUNNING,
+                value=None,
+                datetime_start=datetime.datetime.now(datetime.UTC),
+                datetime_complete=None,
+                params={},
+                distributions={},
+                user_attrs={OWNER_ATTR: owner.me()},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=-1,
+            )
+        return super().create_new_trial(study_id, template_trial)
+
+
+def claim(trial: optuna.Trial) -> None:
+    """Record this process as the trial's owner (a trial taken from the queue, or any storage but a journal)."""
+    if trial.user_attrs.get(OWNER_ATTR) != owner.me():
+        trial.set_user_attr(OWNER_ATTR, owner.me())
+
+
+def _stale_reason(trial: FrozenTrial, stale_after: float | None, now: datetime.datetime) -> str | None:
+    alive = owner.is_alive(trial.user_attrs.get(OWNER_ATTR, ""))
+    if alive is False:
+        return f"{OWNER_GONE}: its process {trial.user_attrs[OWNER_ATTR]} is no longer running"
+    if stale_after is not None and trial.datetime_start is not None:
+        age = (now - trial.datetime_start).total_seconds()
+        if age > stale_after:
+            return f"{STALE}: RUNNING for {age:.0f} s > {stale_after:g} s when the study resumed"
+    return None
+
+
+def fail_dead_trials(study: optuna.Study, *, stale_after: float | None = None) -> dict[int, str]:
+    """Mark FAIL the RUNNING trials whose owner process is gone (this machine) or older than ``stale_after`` s."""
+    now = datetime.datetime.now()
+    failed: dict[int, str] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = _stale_reason(t, stale_after, now)
+        if reason is None:
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, FAIL_REASON, reason.split(":", 1)[0])
+        study._storage.set_trial_user_attr(t._trial_id, "error", reason)
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        failed[t.number] = reason
+    return failed
+
+
+def reconcile_runs(study: optuna.Study, tracker, *, failed: dict[int, str] | None = None) -> dict[str, str]:
+    """Terminate the study's MLflow runs still RUNNING whose trial is finished or missing (one query).
+
+    A run whose trial is RUNNING is left alone: its process is alive, or another machine's (the heartbeat or a
+    threshold decides those, then this runs again).
+    """
+    if tracker is None:
+        return {}
+    failed = failed or {}
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    done: dict[str, str] = {}
+    for run in tracker.running_trial_runs(study.study_name):
+        try:
+            number = int(run.data.tags["trial_number"])
+        except ValueError:
+            number = -1
+        trial = trials.get(number)
+        if trial is None:
+            state, reason, params = "FAIL", f"trial {number} does not exist in the Optuna study", None
+        elif trial.state == TrialState.RUNNING:
+            continue
+        elif trial.state == TrialState.WAITING:
+            state, reason, params = "FAIL", f"trial {number} is waiting, not running", None
+        else:
+            state = trial.state.name
+            why = (
+                failed.get(number)
+                or trial.user_attrs.get("error")
+                or "its process died before closing the run"
+            )
+            reason = f"trial {number} is {state} in Optuna ({why})"
+            params = trial.params
+        tracker.reconcile_run(run, state, reason[:500], params)
+        done[run.info.run_id] = reason
+    return done
+
+
+def repair_study(study: optuna.Study, tracker, *, stale_after: float | None = None) -> RepairReport:
+    """Both stores' repair, as done at the start of every run: dead owners' trials FAIL, their runs closed."""
+    failed = fail_dead_trials(study, stale_after=stale_after)
+    return RepairReport(list(failed), reconcile_runs(study, tracker, failed=failed))
