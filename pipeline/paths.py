@@ -24,11 +24,17 @@ def inside(base: str | Path, path: str | Path, *, key: str = "name") -> Path:
     return resolved
 
 
-def writable_folder(folder: str | Path, *, key: str) -> Path:
-    """``folder`` if it is (or can be made) a writable folder; ConfigError naming ``key`` otherwise."""
+def writable_folder(folder: str | Path, *, key: str, shown: str | Path | None = None) -> Path:
+    """``folder`` if it is (or can be made) a writable folder; ConfigError naming ``key`` (and the value
+    ``shown``, default the folder) otherwise."""
     folder = Path(folder)
+    value = str(shown if shown is not None else folder)
     if folder.exists() and not folder.is_dir():
-        raise ConfigError("is a file, not a folder.", key=key, value=str(folder))
+        raise ConfigError(
+            f"{'is' if shown is None else f'lies under {folder}, which is'} a file, not a folder.",
+            key=key,
+            value=value,
+        )
     for parent in folder.parents:
         if parent.exists():
             if not parent.is_dir():

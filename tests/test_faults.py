@@ -71,13 +71,13 @@ class Stores:
             text=True,
         )
 
+    def run(self, *extra: str, **kwargs) -> subprocess.CompletedProcess:
+        """`tune` run to its end in a real process."""
+        argv = [PY, "-m", "pipeline", "tune", *self.args("--no-progress", *extra)]
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, **kwargs)
+
     def normal_run(self) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [PY, "-m", "pipeline", "tune", *self.args("--no-progress", "--trials", "1")],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
+        done = self.run("--trials", "1")
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Traceback" not in done.stderr, done.stderr[-3000:]
         return done
@@ -287,18 +287,7 @@ def test_a_full_disk_stops_the_run_with_one_message_and_the_next_run_repairs(tmp
         )
     try:
         stores = Stores(mount)
-        full = subprocess.run(
-            [
-                PY,
-                "-m",
-                "pipeline",
-                "tune",
-                *stores.args("--no-progress", "--trials", "500", "--min-free-mb", "0"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
+        full = stores.run("--trials", "500", "--min-free-mb", "0")
         check_stopped_once(full)
         assert "could not be written" in full.stderr
         assert any(text in full.stderr for text in ("No space left", "disk is full")), full.stderr
@@ -308,12 +297,7 @@ def test_a_full_disk_stops_the_run_with_one_message_and_the_next_run_repairs(tmp
         assert found["trials"] >= 2
         # Below the free-space threshold: stopped before starting a trial, one line naming the path and the space.
         before = digest(stores.journal), digest(stores.db)
-        low = subprocess.run(
-            [PY, "-m", "pipeline", "tune", *stores.args("--no-progress", "--min-free-mb", "100000")],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
+        low = stores.run("--min-free-mb", "100000")
         check_stopped_once(low)
         assert f"MiB free on the filesystem of {mount}" in low.stderr
         assert (digest(stores.journal), digest(stores.db)) == before
@@ -333,19 +317,7 @@ def test_a_file_size_limit_mid_study_stops_with_one_message_and_the_next_run_rep
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    done = subprocess.run(
-        [
-            PY,
-            "-m",
-            "pipeline",
-            "tune",
-            *stores.args("--no-progress", "--trials", "500", "--min-free-mb", "0"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        preexec_fn=limited,
-    )
+    done = stores.run("--trials", "500", "--min-free-mb", "0", preexec_fn=limited)
     check_stopped_once(done)
     stores.normal_run()
     check_consistent(stores)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline import config
 from pipeline.errors import ConfigError
+from pipeline.paths import writable_folder
 from pipeline.secrets import mask_url
 
 TIMEOUT = 10  # seconds: a database driver's connect timeout, an HTTP request's timeout
@@ -65,15 +66,7 @@ def _probe_database(url: str, key: str) -> None:
 def _check_local_file(path: Path, key: str, what: str, magic: bytes | None) -> None:
     """A file the run will create or append to: no parent is a file, the folder can be written, and an existing
     file is of the right kind."""
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(
-                    f"lies under {parent}, which is a file, not a folder.", key=key, value=str(path)
-                )
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise ConfigError(f"cannot be created: {parent} is not writable.", key=key, value=str(path))
-            break
+    writable_folder(path.parent, key=key, shown=path)
     if path.is_dir():
         raise ConfigError(f"is a folder, not {what}.", key=key, value=str(path))
     if magic is not None and path.is_file() and path.stat().st_size:
