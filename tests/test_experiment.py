@@ -16,7 +16,6 @@ from pipeline.errors import ConfigError
 from pipeline.study.experiment import (
     ReplaySuggester,
     build_components,
-    build_model_for,
     load_study_data,
     replay,
     run_range_test,
@@ -68,12 +67,11 @@ def test_a_model_the_data_cannot_take_names_the_study_file_and_key(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     spec = load_study(path)
-    data = load_study_data(spec)
     with pytest.raises(ConfigError) as info:
-        build_model_for(spec, data)
+        load_study_data(spec)  # checked as soon as the data are loaded, before anything is written
     assert info.value.key == "model.name"
-    assert str(info.value).startswith(f"{path}: 'model.name': The 'task' parameter of build_model must be")
-    assert "binary task" in str(info.value)
+    assert str(info.value).startswith(f"{path}: 'model.name': model softmax solves multiclass tasks")
+    assert "binary target" in str(info.value) and "use model: logistic or mlp" in str(info.value)
 
 
 def test_the_range_test_of_the_reference_study_brackets_two_over_lambda_max(reference):
