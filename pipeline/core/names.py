@@ -18,6 +18,9 @@ COMPLETED, DIVERGED, STOPPED = "completed", "diverged", "stopped"
 PRUNE_DIVERGED, PRUNE_UNDERPERFORMING = DIVERGED, "underperforming"
 PRUNE_REASONS: tuple[str, ...] = (PRUNE_DIVERGED, PRUNE_UNDERPERFORMING)
 
+# Why a trial failed (the `fail_reason` user attribute and tag): stopped by Ctrl-C at an epoch boundary.
+FAIL_INTERRUPTED = "interrupted"
+
 # What a finished trial shows in a report: complete, pruned because it diverged, pruned as underperforming.
 COMPLETE, PRUNED = "complete", "pruned"
 TRIAL_KINDS: tuple[str, ...] = (COMPLETE, DIVERGED, PRUNED)

@@ -17,7 +17,9 @@ import signal
 import sys
 import threading
 
-REASON = "interrupted"
+from pipeline.core.names import FAIL_INTERRUPTED
+
+REASON = FAIL_INTERRUPTED
 
 
 class TrialInterrupted(Exception):
