@@ -182,3 +182,19 @@ def test_adapter_accuracy_from_predict_and_absent():
     p = np.array([1.0, 0.0, 0.0, 0.0])  # predicts x0 > 0, which is Y_BIN exactly
     assert model.accuracy(p, X, Y_BIN) == 1.0
     assert model.unpack(p)["params"] is not None
+
+
+def test_the_worst_of_several_wrong_coordinates_is_named():
+    class TwoWrong(Broken):
+        def loss_and_grad(self, params, X, y):
+            loss, grad = self.inner.loss_and_grad(params, X, y)
+            grad = grad.copy()
+            grad[1] += 0.01
+            grad[3] -= 0.5
+            return loss, grad
+
+    with pytest.raises(
+        ModelCheckError, match=r"coordinate 3, the worst .* of 4 checked, 2 over tolerance"
+    ) as caught:
+        check_model(TwoWrong(), X, Y_REG, task="regression")
+    assert caught.value.coordinate == 3

@@ -236,7 +236,9 @@ def check_model(
             label = f" ({labels[i]})" if labels and labels[i] != str(i) else ""
             _fail(
                 f"the gradient of loss_and_grad does not match central finite differences at check point "
-                f"{point + 1} of {tol.points} (seed {seed}): coordinate {i}{label} has analytic {a[worst]:.10g}, "
+                f"{point + 1} of {tol.points} (seed {seed}): coordinate {i}{label}, the worst (|difference| / "
+                f"tolerance) of {coords.size} checked, {int((excess > 1).sum())} over tolerance, has analytic "
+                f"{a[worst]:.10g}, "
                 f"numerical {numerical[worst]:.10g}, |difference| {abs(a[worst] - numerical[worst]):.3g} > "
                 f"tolerance {allowed[worst]:.3g} (rtol {tol.rtol:g} x max(|analytic|, |numerical|) + atol "
                 f"{tol.atol:g} x max(1, |loss|); step h = {tol.h:g} x max(1, |p_i|)).",
