@@ -204,7 +204,7 @@ def check_model(
                 f"predict(params, X) with {rows} rows returned shape {pred.shape}; it needs one row per row of X."
             )
 
-    labels = _labels(model)
+    labels = _labels(model) if callable(getattr(obj, "unpack", None)) else None  # names, when it gives some
     n = p0.size
     for point in range(tol.points):
         # The init point, then points around it: a zero init hides every term that vanishes at zero (an L2 term).
