@@ -115,7 +115,7 @@ def test_a_model_object_replaces_a_study_files_model_and_is_checked():
     spec = api.load(STUDIES_DIR / "diabetes-reference.yaml", model=Wrong)
     assert spec.model.entry_point.obj is Wrong and "Wrong" in spec.model.entry_point.text
     with pytest.raises(
-        ConfigError, match=r"'model.entry_point': the gradient .* coordinate \d+ .* analytic .* numerical"
+        ConfigError, match=r"'model.entry_point': the gradient .* coordinate \d+, .* analytic .* numerical"
     ):
         build_model_for(spec, load_study_data(spec))
     # An instance works too, and a correct one passes.
