@@ -213,3 +213,54 @@ def test_importance_needs_ten_complete_trials_per_parameter_of_each_branch():
             )
         )
     assert importance_caveat(study) is None
+
+
+# ------------------------------------------------------------------------------ what a trial reports to Optuna
+
+
+def _reports(losses, train0=1.0, reported=None, diverges=False):
+    """Feed `losses` through CurveReports into a real in-memory trial; its intermediate values and value."""
+    from pipeline.tuning.objective import CurveReports
+
+    study = optuna.create_study()
+    trial = study.ask()
+    curve = CurveReports(trial.report, frozenset(range(len(losses)) if reported is None else reported))
+    for epoch, loss in enumerate(losses):
+        curve.epoch(epoch, loss, train0 if epoch == 0 else math.nan)
+    if diverges:
+        curve.diverged()
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        curve.flush()
+        study.tell(trial, losses[-1])
+    done = study.trials[0]
+    return done.intermediate_values, done.value
+
+
+def test_a_spike_the_run_recovers_from_is_reported_late_not_lost():
+    values, value = _reports([0.9, 0.5, 1.5, 0.45, 0.4])  # 1.5 > 2 x 0.5: held, then the run recovers
+    assert values == {0: 0.9, 1: 0.5, 2: 1.5, 3: 0.45, 4: 0.4}
+    assert value == 0.4
+
+
+def test_a_blow_up_is_never_reported_and_the_value_is_the_last_loss_before_it():
+    values, value = _reports([0.9, 0.6, 1.1, 4.0, 30.0], reported={0, 2, 4}, diverges=True)
+    # 1.1 <= 2 x 0.6 is fit to show (epoch 2, reported); 4.0 and 30.0 are the blow-up, held then dropped.
+    assert values == {0: 0.9, 2: 1.1}
+    assert value == 1.1
+
+
+def test_the_last_loss_before_the_blow_up_is_reported_even_between_reported_epochs():
+    values, value = _reports([0.9, 0.6, 0.55, 40.0], reported={0, 3}, diverges=True)
+    assert values == {0: 0.9, 2: 0.55}
+    assert value == 0.55
+
+
+def test_a_run_that_blows_up_at_its_first_step_reports_nothing():
+    values, value = _reports([705.0], diverges=True)
+    assert values == {} and value is None
+
+
+def test_a_run_that_ends_held_without_diverging_reports_everything():
+    values, value = _reports([0.9, 0.3, 0.7], reported={0, 2})  # 0.7 > 2 x 0.3, but the run completed
+    assert values == {0: 0.9, 2: 0.7} and value == 0.7

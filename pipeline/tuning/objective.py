@@ -69,6 +69,40 @@ class ShownLoss:
         return shown
 
 
+class CurveReports:
+    """The losses a trial reports to Optuna: at the ``reported`` epochs, those :class:`ShownLoss` lets through at
+    once; the others are held back, then reported when the run shows it recovered (a spike, not a blow-up; also
+    :meth:`flush` when the run ends without diverging) or dropped when it diverges (:meth:`diverged`).
+
+    ``report(value, epoch)`` is ``optuna.Trial.report``.
+    """
+
+    def __init__(self, report, reported: frozenset[int], factor: float = SHOWN_FACTOR):
+        self._report = report
+        self.reported = reported
+        self.shown = ShownLoss(factor)
+        self.held: list[tuple[int, float]] = []
+
+    def epoch(self, epoch: int, loss: float, train_loss: float) -> None:
+        if self.shown(epoch, loss, train_loss):
+            self.flush()  # whatever was held back was a spike the run recovered from
+            if epoch in self.reported:
+                self._report(loss, epoch)
+        elif epoch in self.reported and math.isfinite(loss):
+            self.held.append((epoch, loss))
+
+    def flush(self) -> None:
+        for epoch, loss in self.held:
+            self._report(loss, epoch)
+        self.held.clear()
+
+    def diverged(self) -> None:
+        """Drop what was held back (the blow-up) and end the curve on the last loss fit to show."""
+        self.held.clear()
+        if self.shown.last is not None and self.shown.last[0] not in self.reported:
+            self._report(self.shown.last[1], self.shown.last[0])
+
+
 def last_shown_epoch(result: TrainResult, factor: float) -> int | None:
     """The last epoch of a run whose loss :class:`ShownLoss` lets through before it diverged (None: none)."""
     end = result.diverged_epoch if result.diverged_epoch is not None else result.epochs_run
@@ -112,8 +146,7 @@ class Objective:
             pruned_by_pruner = False
             stopped_at: list[int] = []
 
-            shown = ShownLoss(SHOWN_FACTOR)
-            held: list[tuple[int, float]] = []  # reported epochs whose loss may be a blow-up starting
+            curve = CurveReports(trial.report, reported)
 
             def hook(record: EpochRecord) -> bool:
                 nonlocal pruned_by_pruner
@@ -121,14 +154,7 @@ class Objective:
                     stopped_at.append(record.epoch)
                     return True
                 value = record.val_loss if self.data.X_val.shape[0] else record.train_loss
-                if shown(record.epoch, value, record.train_loss):
-                    for epoch, loss in held:  # a spike the run recovered from: reported after all
-                        trial.report(loss, epoch)
-                    held.clear()
-                    if record.epoch in reported:
-                        trial.report(value, record.epoch)
-                elif record.epoch in reported and math.isfinite(value):
-                    held.append((record.epoch, value))
+                curve.epoch(record.epoch, value, record.train_loss)
                 if record.epoch in reported and self.prune_underperforming and trial.should_prune():
                     pruned_by_pruner = True
                     return True
@@ -147,9 +173,7 @@ class Objective:
             # until the other trials lie flat on 0. The diverged loss is kept as a user attribute. Pruned trials
             # still rank below every complete one in TPE whatever their value (see tests/test_objective.py).
             diverged_loss = float(result.monitored[result.diverged_epoch])
-            if shown.last is not None and shown.last[0] not in reported:
-                trial.report(shown.last[1], shown.last[0])
-            # `held` is dropped: it was the blow-up.
+            curve.diverged()
             trial.set_user_attr(
                 "diverged_loss", diverged_loss if math.isfinite(diverged_loss) else repr(diverged_loss)
             )
@@ -161,8 +185,7 @@ class Objective:
             }
             self._finish(trial, run_id, result, "PRUNED", tags)
             raise optuna.TrialPruned(f"diverged at epoch {result.diverged_epoch}: {result.reason}")
-        for epoch, loss in held:  # the run did not diverge: whatever was held back is its curve after all
-            trial.report(loss, epoch)
+        curve.flush()  # the run did not diverge: whatever was held back is its curve after all
         if pruned_by_pruner:
             tags = {"prune_reason": PRUNE_UNDERPERFORMING, "stop": f"pruned by {spec.pruner.name} pruner"}
             self._finish(trial, run_id, result, "PRUNED", tags)
