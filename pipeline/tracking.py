@@ -467,7 +467,8 @@ class Tracker:
         the URL carries ``viewStateShareKey=<key>``); a user's own changes to the view are kept in their browser.
         """
         self._check_open("set_default_view")
-        columns = [f"params.`{p}`" for p in params] + [f"metrics.`{m}`" for m in metrics]
+        # MLflow caps an experiment tag at 20000 characters; 100 columns stay well under it.
+        columns = [f"params.`{p}`" for p in params[:100]] + [f"metrics.`{m}`" for m in metrics]
         columns += ["tags.`state`", "tags.`prune_reason`"]
         view = {
             "searchFilter": "",
