@@ -202,7 +202,9 @@ def test_signal_at_random_instants_then_a_normal_run_leaves_both_stores_whole(tm
             assert "Traceback" not in err, f"traceback after Ctrl-C at {at:.2f} s:\n{err[-5000:]}"
             outcomes["exit_130"] += proc.returncode == 130
         else:
-            assert proc.returncode == -signal.SIGKILL
+            # 0: the run ended before the instant (on a loaded machine the calibration run can be the slow one),
+            # as the Ctrl-C branch allows too.
+            assert proc.returncode in (-signal.SIGKILL, 0), (at, proc.returncode, err[-3000:])
         normal = stores.normal_run()
         outcomes["lock_cleared"] += "cleared the journal lock" in normal.stderr
         outcomes["repaired"] += "repaired:" in normal.stderr
