@@ -10,9 +10,10 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 from pipeline import config
-from pipeline.errors import NoCompleteTrial, PipelineError
+from pipeline.errors import ConfigError, NoCompleteTrial, PipelineError, StudyLocked
 from pipeline.exitcodes import ExitCode
 
 OK, NOTHING, BAD_INPUT = ExitCode.OK, ExitCode.NOTHING, ExitCode.BAD_INPUT
@@ -93,8 +94,53 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="stop before a trial when a store's filesystem has less free space than this (default 50; 0: off)",
     )
+    tune.add_argument(
+        "--exclusive",
+        action="store_true",
+        help="refuse to run (exit 75, naming the holder's host, pid and start) while another --exclusive run of "
+        "this study holds its lock; without it runs of a study cooperate as workers, and a plain run beside an "
+        "exclusive one still joins as a worker",
+    )
+    tune.add_argument(
+        "--new-version",
+        action="store_true",
+        help="start STUDY's next version, <name>.v2 (.v3, ...: Optuna study and MLflow experiment), with the latest "
+        "version's best settings as its first trials; for a study file that no longer matches its stored study",
+    )
+    tune.add_argument(
+        "--summary-json",
+        metavar="FILE",
+        help="append this run's summary to FILE as one JSON object per line (JSON Lines), for monitoring",
+    )
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     command("best", "print the best complete trial as JSON (exit 1 when there is none)")
+    studies = sub.add_parser(
+        "studies",
+        help="list the studies in a storage: version, trials by state, best value, created, last activity",
+        description="Every study in the Optuna storage with its version, trials by state, best value, creation "
+        "and last activity (UTC). Reads only; imports no MLflow.",
+    )
+    studies.add_argument(
+        "--storage", metavar="URL", help=f"Optuna storage (default: {config.DEFAULT_STORAGE})"
+    )
+    studies.add_argument("--json", action="store_true", help="print the list as JSON (for scripts)")
+    delete = sub.add_parser(
+        "delete",
+        help="delete a study: the Optuna study and its MLflow experiment (asks first unless --yes)",
+        description="Delete the Optuna study, its MLflow experiment (runs, models, artifacts) and its Optuna "
+        "artifacts, so that the name can be tuned again from trial 0. Without --yes it asks on a terminal and "
+        "refuses elsewhere.",
+    )
+    delete.add_argument(
+        "study", metavar="STUDY", help="a study file (.yaml/.yml: the study its `name` names) or a study name"
+    )
+    delete.add_argument(
+        "--storage", metavar="URL", help=f"Optuna storage (default: {config.DEFAULT_STORAGE})"
+    )
+    delete.add_argument(
+        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in mlruns/)"
+    )
+    delete.add_argument("--yes", action="store_true", help="delete without asking")
     command("lr-find", "LR range test (Smith 2015): divergence point, suggested rates and search range, plot")
     train = command(
         "train-best",
@@ -143,36 +189,56 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "tune":
-            return _tune(args)
-        if args.command == "best":
-            return _best(args)
-        if args.command == "lr-find":
-            return _lr_find(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "mlflow-ui":
-            return _mlflow_ui(args)
-        if args.command == "train-best":
-            return _train_best(args)
-    except NoCompleteTrial as exc:
+        return _dispatch(args)
+    except BaseException as exc:
+        code = exit_code_for(exc)
+        if code is None:
+            raise
+        return code
+
+
+def _dispatch(args) -> int:
+    if args.command == "tune":
+        return _tune(args)
+    if args.command == "best":
+        return _best(args)
+    if args.command == "lr-find":
+        return _lr_find(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "mlflow-ui":
+        return _mlflow_ui(args)
+    if args.command == "train-best":
+        return _train_best(args)
+    if args.command == "studies":
+        return _studies(args)
+    if args.command == "delete":
+        return _delete(args)
+    raise AssertionError(args.command)  # argparse only lets known commands through
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """Print the one line a user (or a cron log) needs for ``exc`` and return the exit code; None: a bug, which
+    keeps its traceback."""
+    from pipeline.tuning.writes import StoreWriteError  # no Optuna or MLflow behind it
+
+    if isinstance(exc, NoCompleteTrial):
         print(str(exc), file=sys.stderr)
         return NOTHING
-    except PipelineError as exc:
+    if isinstance(exc, StudyLocked):  # one line a monitor can read; not "bad input"
+        print(f"locked: {exc}; exit {int(ExitCode.LOCKED)}", file=sys.stderr)
+        return ExitCode.LOCKED
+    if isinstance(exc, PipelineError):
         print(f"error: {exc}", file=sys.stderr)
         return BAD_INPUT
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         return _interrupted()
-    except BaseException as exc:
-        from pipeline.tuning.writes import StoreWriteError
-
-        if isinstance(exc, StoreWriteError):
-            print(f"error: {exc}", file=sys.stderr)
-            return ExitCode.STORE_ERROR
-        if _caused_by_interrupt(exc):  # a Ctrl-C that hit a library's cleanup, which raised something else
-            return _interrupted()
-        raise
-    raise AssertionError(args.command)  # argparse only lets known commands through
+    if isinstance(exc, StoreWriteError):
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.STORE_ERROR
+    if isinstance(exc, Exception) and _caused_by_interrupt(exc):  # a Ctrl-C that hit a library's cleanup
+        return _interrupted()
+    return None
 
 
 def _mlflow_ui(args) -> int:
@@ -210,10 +276,44 @@ def _load(args, **overrides):
 
 
 def _tune(args) -> int:
+    """Run the study between two stamped log lines (start, end with the exit code), whatever happens between."""
+    from pipeline import runlog
+
+    log = runlog.RunLog(study_file=args.study, storage=args.storage, worker=args.worker)
+    summary, code = None, None
+    try:
+        summary = _run_tune(args, log)
+        code = tune_exit_code(summary)
+        return code
+    except BaseException as exc:
+        code = exit_code_for(exc)
+        log.error = f"{type(exc).__name__}: {exc}"
+        if code is None:
+            raise
+        return code
+    finally:
+        if log.started_at is None:  # the study file did not load: the log still shows the run
+            log.start()
+        log.end(summary, code, json_path=log.json_path)
+
+
+def _run_tune(args, log):
     from pipeline import api
     from pipeline.summary import render as render_summary
 
+    if args.summary_json:
+        from pipeline.paths import writable_folder
+
+        target = Path(args.summary_json)
+        if target.is_dir():
+            raise ConfigError(
+                "is a folder; give a file, e.g. logs/tune.jsonl.", key="--summary-json", value=str(target)
+            )
+        writable_folder(target.parent, key="--summary-json", shown=target)
+        log.json_path = str(target)
     spec = _load(args, trials=args.trials, timeout=args.timeout)
+    log.study = spec.name
+    log.start()
     # A progress bar redrawn into a log file (CI, cron) is noise: only draw it on a terminal.
     progress = not args.no_progress and sys.stderr.isatty()
     summary = api.tune(
@@ -224,9 +324,11 @@ def _tune(args) -> int:
         worker=args.worker,
         fail_stale_after=args.fail_stale_after * 3600 if args.fail_stale_after else None,
         min_free_mb=args.min_free_mb,
+        exclusive=args.exclusive,
+        new_version=args.new_version,
     )
     print(render_summary(summary))
-    return tune_exit_code(summary)
+    return summary
 
 
 def tune_exit_code(summary) -> int:
@@ -252,6 +354,50 @@ def _best(args) -> int:
         return NOTHING
     print(json.dumps(info, indent=2))
     return OK
+
+
+def _studies(args) -> int:
+    from pipeline import api
+    from pipeline.tuning.manage import render_studies
+
+    rows = api.studies(storage=args.storage)
+    print(json.dumps(rows, indent=2) if args.json else render_studies(rows, args.storage))
+    return OK
+
+
+def _delete(args) -> int:
+    from pipeline import api
+
+    done = api.delete(
+        args.study, storage=args.storage, tracking_uri=args.tracking_uri, confirm=_confirm_delete(args.yes)
+    )
+    if done is None:
+        print("nothing deleted", file=sys.stderr)
+        return NOTHING
+    print("\n".join(done.lines()))
+    return OK
+
+
+def _confirm_delete(yes: bool):
+    """``--yes``: go ahead; on a terminal: ask; elsewhere (cron, a pipe): refuse, since nobody can answer."""
+
+    from pipeline.errors import ConfigError
+
+    def confirm(name: str, trials: int) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                f"refusing to delete study {name!r} without confirmation off a terminal; pass --yes.",
+                key="--yes",
+            )
+        try:
+            answer = input(f"delete study {name} ({trials} trials) and its MLflow experiment? [y/N] ")
+        except EOFError:
+            answer = ""
+        return answer.strip().lower() in ("y", "yes")
+
+    return confirm
 
 
 def _train_best(args) -> int:

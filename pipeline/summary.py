@@ -279,9 +279,10 @@ def _finite(value):
     return value
 
 
-def append_json(s: RunSummary, path: Path) -> None:
-    """Append the summary as one line to ``path`` (JSON Lines), creating the file and its folder."""
+def append_json(s: RunSummary, path: Path, extra: dict | None = None) -> None:
+    """Append the summary (and ``extra`` keys) as one line to ``path`` (JSON Lines), creating the file and its
+    folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(_finite(to_json(s)), default=str, allow_nan=False) + "\n"
+    line = json.dumps(_finite({**to_json(s), **(extra or {})}), default=str, allow_nan=False) + "\n"
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line)

@@ -14,9 +14,10 @@ TASKS: tuple[str, ...] = (REGRESSION, BINARY, MULTICLASS)
 COMPLETED, DIVERGED, STOPPED = "completed", "diverged", "stopped"
 
 # Why a trial was pruned (the `prune_reason` user attribute in Optuna and tag in MLflow): training diverged (the
-# loop's own decision), or a configured pruner found it underperforming.
-PRUNE_DIVERGED, PRUNE_UNDERPERFORMING = DIVERGED, "underperforming"
-PRUNE_REASONS: tuple[str, ...] = (PRUNE_DIVERGED, PRUNE_UNDERPERFORMING)
+# loop's own decision), a configured pruner found it underperforming, or the run's deadline (budget.timeout /
+# --timeout) cut it at an epoch boundary.
+PRUNE_DIVERGED, PRUNE_UNDERPERFORMING, PRUNE_DEADLINE = DIVERGED, "underperforming", "deadline"
+PRUNE_REASONS: tuple[str, ...] = (PRUNE_DIVERGED, PRUNE_UNDERPERFORMING, PRUNE_DEADLINE)
 
 # Why a trial failed (the `fail_reason` user attribute and tag): stopped by Ctrl-C at an epoch boundary.
 FAIL_INTERRUPTED = "interrupted"

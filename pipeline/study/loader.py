@@ -40,6 +40,7 @@ from pipeline.study.search_reader import SearchValueReader, _join
 from pipeline.study.space import (
     _PROBE_LR,
     DEFAULT_REPORT_POINTS,
+    DEFAULT_TOLERANCE,
     DEFAULT_TRIALS,
     PRUNER_PARAMS,
     REQUIRED_PRUNER_PARAMS,
@@ -422,7 +423,7 @@ class _Reader(SearchValueReader):
         return value
 
     def budget(self, raw, overrides: Mapping[str, Any]) -> Budget:
-        sec = self.mapping(raw, "budget", ("trials", "timeout"))
+        sec = self.mapping(raw, "budget", ("trials", "timeout", "max_trials", "patience", "tolerance"))
         trials = sec.get("trials", DEFAULT_TRIALS)
         if trials is not None:
             trials = self.number(trials, "budget.trials", integer=True, low=1)
@@ -433,15 +434,35 @@ class _Reader(SearchValueReader):
         for k in overrides:
             if k not in ("trials", "timeout"):
                 raise cli.error("unknown override; valid overrides are --trials, --timeout.", f"--{k}")
-        if overrides.get("trials") is not None:
-            trials = cli.number(overrides["trials"], "--trials", integer=True, low=1)
-        if overrides.get("timeout") is not None:
-            timeout = cli.number(overrides["timeout"], "--timeout", low=0, low_open=True)
-        if trials is None and timeout is None:
-            raise self.error(
-                "set trials or timeout (or both): without either a study never ends.", "budget", sec
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if given:
+            # The command line replaces the file's per-run budget as a whole: `--timeout 7200` alone means "tune
+            # for two hours", not "for two hours or budget.trials trials, whichever comes first".
+            trials = (
+                cli.number(given["trials"], "--trials", integer=True, low=1) if "trials" in given else None
             )
-        return Budget(trials, timeout)
+            timeout = (
+                cli.number(given["timeout"], "--timeout", low=0, low_open=True)
+                if "timeout" in given
+                else None
+            )
+        max_trials = sec.get("max_trials")
+        if max_trials is not None:
+            max_trials = self.number(max_trials, "budget.max_trials", integer=True, low=1)
+        patience = sec.get("patience")
+        if patience is not None:
+            patience = self.number(patience, "budget.patience", integer=True, low=1)
+        tolerance = sec.get("tolerance", DEFAULT_TOLERANCE)
+        tolerance = self.number(tolerance, "budget.tolerance", low=0, high=1, high_open=True)
+        if "tolerance" in sec and patience is None:
+            raise self.error(
+                "applies only with budget.patience; set patience too.", "budget.tolerance", tolerance
+            )
+        if trials is None and timeout is None and max_trials is None:
+            raise self.error(
+                "set trials, timeout or max_trials: without one of them a run never ends.", "budget", sec
+            )
+        return Budget(trials, timeout, max_trials, patience, tolerance)
 
     def sampler(self, raw, search: SearchSpace) -> SamplerSpec:
         if isinstance(raw, str):

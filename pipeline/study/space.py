@@ -70,6 +70,7 @@ LR_RAMPS = ("exponential", "linear", "segments")
 # factor itself would spend its samples near the low end, so these are searched as {one_minus: {...}}.
 NEAR_ONE_PARAMS = frozenset({"gamma", "beta", "beta1", "beta2", "rho"})
 DEFAULT_TRIALS = 100
+DEFAULT_TOLERANCE = 1e-3  # budget.tolerance: a relative improvement of at most 0.1% counts as none
 DEFAULT_REPORT_POINTS = 50
 # A learning rate handed to schedule factories when checking their other parameters at load time; the factories
 # only ask it to be > 0.

@@ -11,6 +11,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.study.space import (
     DEFAULT_REPORT_POINTS,
+    DEFAULT_TOLERANCE,
     DEFAULT_TRIALS,
     SearchSpace,
     steps_per_epoch,
@@ -93,10 +94,20 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class Budget:
-    """Stop after ``trials`` trials or ``timeout`` seconds, whichever comes first (None = no limit)."""
+    """When a run stops starting trials, whichever limit comes first (None = no such limit).
+
+    Per run (``--trials`` / ``--timeout`` replace both): ``trials`` finished by this process, ``timeout`` seconds
+    from the run's start; the deadline also cuts the running trial at its next epoch (pruned, reason ``deadline``).
+    Study-wide, over every run and worker: ``max_trials`` finished trials (complete + pruned); ``patience``: stop
+    when the best loss has not improved by more than ``tolerance`` (relative) over the last ``patience`` finished
+    trials ("converged").
+    """
 
     trials: int | None = DEFAULT_TRIALS
     timeout: float | None = None
+    max_trials: int | None = None
+    patience: int | None = None
+    tolerance: float = DEFAULT_TOLERANCE
 
 
 @dataclass(frozen=True)

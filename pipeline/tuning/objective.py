@@ -2,12 +2,13 @@
 
 Sample the settings, build model / optimizer / schedule, open the trial's MLflow run, train (the per-epoch hook
 reports a thinned learning curve to Optuna and asks the optional pruner), then end the trial as complete, pruned
-("diverged" or "underperforming") or failed, with the full curve sent to MLflow in one batch.
+("diverged", "underperforming", or "deadline" when the run's time budget ran out mid-trial) or failed, with the full curve sent to MLflow in one batch.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,13 +16,13 @@ import numpy as np
 import optuna
 
 from pipeline.core.arrays import Dataset
-from pipeline.core.names import DIVERGED, PRUNE_DIVERGED, PRUNE_UNDERPERFORMING
+from pipeline.core.names import DIVERGED, PRUNE_DEADLINE, PRUNE_DIVERGED, PRUNE_UNDERPERFORMING
 from pipeline.core.training import EpochRecord, TrainResult
 from pipeline.study.experiment import (
     run_settings,
 )
 from pipeline.study.spec import StudySpec
-from pipeline.tuning import interrupt
+from pipeline.tuning import interrupt, rdb
 from pipeline.tuning.repair import claim
 
 
@@ -130,6 +131,10 @@ class Objective:
     tracker: object | None = None  # pipeline.tracking.Tracker; None = no tracking (benchmarks, tests)
     prune_underperforming: bool = False
     should_stop: Callable[[], bool] | None = None  # Ctrl-C's flag, read once per epoch
+    # The run's deadline (time.monotonic()), read once per epoch: a trial still training then is cut at that
+    # epoch and pruned with reason "deadline", so a run overshoots its time budget by at most one epoch.
+    deadline: float | None = None
+    cut_by_deadline: int = 0  # trials this objective cut (the summary's count)
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.spec
@@ -145,8 +150,14 @@ class Objective:
             reported = report_epochs(spec.training.epochs, spec.tracking.report_points)
             pruned_by_pruner = False
             stopped_at: list[int] = []
+            past_deadline: list[int] = []
 
-            curve = CurveReports(trial.report, reported)
+            # No pruner reads the curve while the trial runs: on a database storage its points are kept and
+            # written in one transaction when the trial ends (_finish), not one round trip per report.
+            self._curve_buffer = None
+            if not self.prune_underperforming and rdb.unwrap(trial.storage) is not None:
+                self._curve_buffer = rdb.CurveBuffer(trial)
+            curve = CurveReports(self._curve_buffer or trial.report, reported)
 
             def hook(record: EpochRecord) -> bool:
                 nonlocal pruned_by_pruner
@@ -155,6 +166,9 @@ class Objective:
                     return True
                 value = record.val_loss if self.data.X_val.shape[0] else record.train_loss
                 curve.epoch(record.epoch, value, record.train_loss)
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    past_deadline.append(record.epoch)
+                    return True
                 if record.epoch in reported and self.prune_underperforming and trial.should_prune():
                     pruned_by_pruner = True
                     return True
@@ -186,6 +200,14 @@ class Objective:
             self._finish(trial, run_id, result, "PRUNED", tags)
             raise optuna.TrialPruned(f"diverged at epoch {result.diverged_epoch}: {result.reason}")
         curve.flush()  # the run did not diverge: whatever was held back is its curve after all
+        if past_deadline:
+            # Pruned, not complete: a curve cut short is not the settings' result, and must not rank as one. The
+            # epochs it ran are reported to Optuna like any other pruned trial's.
+            self.cut_by_deadline += 1
+            epoch = past_deadline[0]
+            tags = {"prune_reason": PRUNE_DEADLINE, "stop": f"the run's deadline, before epoch {epoch + 1}"}
+            self._finish(trial, run_id, result, "PRUNED", tags)
+            raise optuna.TrialPruned(f"cut by the run's deadline after epoch {epoch}")
         if pruned_by_pruner:
             tags = {"prune_reason": PRUNE_UNDERPERFORMING, "stop": f"pruned by {spec.pruner.name} pruner"}
             self._finish(trial, run_id, result, "PRUNED", tags)
@@ -200,6 +222,9 @@ class Objective:
         raise interrupt.TrialInterrupted(tags["error"])
 
     def _finish(self, trial, run_id, result: TrainResult | None, state: str, tags: dict) -> None:
+        buffered = getattr(self, "_curve_buffer", None)
+        if buffered is not None:
+            buffered.write()
         attrs = {
             k: v for k, v in tags.items() if k in ("prune_reason", "diverged_epoch", "error", "fail_reason")
         }

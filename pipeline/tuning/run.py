@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -17,12 +18,12 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline import config
-from pipeline.errors import ConfigError
 from pipeline.secrets import mask_url
 from pipeline.study.experiment import build_model_for, load_study_data
 from pipeline.study.spec import StudySpec
 from pipeline.summary import RunSummary, StopReason, now_utc
-from pipeline.tuning import interrupt, preflight
+from pipeline.tuning import identity, interrupt, preflight
+from pipeline.tuning.budgets import StudyBudget
 from pipeline.tuning.commands import resolve_auto_lr
 from pipeline.tuning.objective import Objective
 from pipeline.tuning.repair import repair_study
@@ -136,6 +137,8 @@ def run_study(
     worker: int = 0,
     fail_stale_after: float | None = None,
     min_free_mb: float = preflight.MIN_FREE_MB_DEFAULT,
+    exclusive: bool = False,
+    new_version: bool = False,
 ) -> RunSummary:
     """Create the study, or load it when it exists (resume: new trials add to it), and run its budget.
 
@@ -144,8 +147,14 @@ def run_study(
     trials. A seeded study is reproducible with one worker only.
     ``fail_stale_after``: seconds after which a trial still RUNNING is taken for one a killed worker left behind
     (a journal file has no heartbeat) and marked FAIL, with its MLflow run, before new trials start.
+    ``exclusive``: hold the study's lock (:mod:`pipeline.tuning.lock`) for the run, or raise
+    ``pipeline.errors.StudyLocked`` naming the run that holds it, before anything is written.
+    ``new_version``: start ``<name>.v2`` (the next version after the latest) warm-started from the latest
+    version's best trials, instead of resuming the latest; without it, a study file that no longer matches the
+    latest version's identity is refused (ConfigError) before anything is written (:mod:`pipeline.tuning.identity`).
     """
-    with interrupt.catching_sigint() as interrupted:
+    # The lock (when --exclusive) is held until the run returns or raises, on every path out of it.
+    with interrupt.catching_sigint() as interrupted, contextlib.ExitStack() as held:
         return _run_study(
             spec,
             storage=storage,
@@ -156,6 +165,8 @@ def run_study(
             fail_stale_after=fail_stale_after,
             min_free_mb=min_free_mb,
             interrupted=interrupted,
+            hold=held.enter_context if exclusive else None,
+            new_version=new_version,
         )
 
 
@@ -170,6 +181,8 @@ def _run_study(
     fail_stale_after: float | None,
     min_free_mb: float,
     interrupted: interrupt.Interrupt,
+    hold=None,
+    new_version: bool = False,
 ) -> RunSummary:
     from pipeline.tracking import NOTE_TAG, Tracker  # the only MLflow contact, imported only when tracking
 
@@ -190,19 +203,27 @@ def _run_study(
     if low_space and low_space[0]:
         raise DiskFull(low_space[0])
     low_space.clear()
+    if hold is not None:  # after every check, before the first write: a refused run writes nothing
+        from pipeline.tuning.lock import exclusive_lock
+
+        hold(exclusive_lock(storage_url, spec.name))
+    # Which stored study this run works on (the latest version of spec.name, or a new one) and whether the study
+    # file still matches it: read only, before the MLflow experiment and the Optuna study are written.
+    backend = open_storage(storage_url)
+    plan = identity.plan_study(spec, backend, new_version=new_version)
+    if plan.name != spec.name:  # a version: its own Optuna study and MLflow experiment
+        spec = dataclasses.replace(spec, name=plan.name)
     tracker = None
     if track:
         tracker = Tracker(
             spec.name,
             tracking_uri=tracking_uri,
-            tags={"study_file": str(spec.path), NOTE_TAG: spec.description or None},
+            tags={
+                "study_file": str(spec.path),
+                NOTE_TAG: spec.description or None,
+                "study_version": str(plan.version),
+            },
         )
-    try:
-        backend = open_storage(storage_url)
-    except ConfigError:
-        if tracker is not None:
-            tracker.close()
-        raise
 
     # A resumed study continues from a different seed: the same seed would replay the first night's startup
     # trials. The offset is the number of trials already stored, so one worker stays reproducible; parallel
@@ -210,6 +231,8 @@ def _run_study(
     study = optuna.create_study(
         storage=backend, study_name=spec.name, direction="minimize", pruner=_pruner(spec), load_if_exists=True
     )
+    for line in identity.record(study, plan):
+        print(line, file=sys.stderr, flush=True)
     existing = len(study.get_trials(deepcopy=False))
     before = best_trial_info(study)
     study.sampler = _sampler(spec, sampler_seed(spec.seed, existing, worker))
@@ -233,16 +256,27 @@ def _run_study(
         study.set_user_attr("mlflow_tracking_uri", mask_url(tracker.tracking_uri))
     if spec.search.lr_auto is not None:
         spec = resolve_auto_lr(spec, data, study, tracker, storage_url)
+    if plan.previous is not None:  # a new version starts from the previous one's best settings that still fit
+        if spec.sampler.name == "grid":
+            warm = ["warm start: none for a grid study (it runs every point of its grid anyway)"]
+        else:
+            warm = identity.warm_start(study, backend, plan.previous, spec.search)
+        for line in warm:
+            print(line, file=sys.stderr, flush=True)
     objective = Objective(
         spec, data, tracker, prune_underperforming=spec.pruner.name != "none", should_stop=interrupted
     )
+    # The study-wide budget (budget.max_trials, budget.patience), read from the storage: at the start (a study
+    # capped or converged on an earlier night starts no trial) and after each trial (other workers count too).
+    study_budget = StudyBudget.of(spec.budget)
+    budget_stop = study_budget.reached(study)
     first_error: list[str] = []
     failed_here = 0
     stopped: list[int] = []  # the signal that asked the study to stop, if any
     finished_here = 0  # this process's trials: other workers may add to the study meanwhile
 
     def on_trial_end(_study, trial):
-        nonlocal finished_here, failed_here
+        nonlocal finished_here, failed_here, budget_stop
         finished_here += 1
         if trial.state == TrialState.FAIL:
             failed_here += 1
@@ -250,7 +284,14 @@ def _run_study(
                 first_error.append(str(trial.user_attrs.get("error", "see the log above")))
         if stopped or interrupted():  # a SIGTERM or Ctrl-C that came between two trials
             _study.stop()
-        elif min_free_mb > 0:
+            return
+        if budget_stop is None:
+            reached = study_budget.reached(_study)
+            if reached is not None:
+                budget_stop = reached
+                _study.stop()
+                return
+        if min_free_mb > 0:
             problem = preflight.free_space_problem(store_paths, min_free_mb)
             if problem:
                 low_space.append(problem)
@@ -259,7 +300,9 @@ def _run_study(
     start = time.perf_counter()
     try:
         with _stop_gracefully_on_sigterm(study, stopped):
-            if (n_trials is None or n_trials > 0) and not interrupted():
+            if (n_trials is None or n_trials > 0) and not interrupted() and budget_stop is None:
+                if spec.budget.timeout is not None:
+                    objective.deadline = time.monotonic() + spec.budget.timeout
                 study.optimize(
                     guard(objective),
                     n_trials=n_trials,
@@ -285,6 +328,7 @@ def _run_study(
                 if write_error(exc) is None:
                     raise
     elapsed = time.perf_counter() - start
+    stop_detail = ""
     if low_space:
         print(f"error: {low_space[0]}", file=sys.stderr, flush=True)
         reason = StopReason.LOW_DISK
@@ -293,12 +337,17 @@ def _run_study(
         stopped.insert(0, int(signal.SIGINT))
     elif stopped:
         reason = StopReason.SIGNAL
+    elif budget_stop is not None:
+        reason, stop_detail = budget_stop
     elif spec.sampler.name == "grid" and _grid_left(spec, study) == 0:
         reason = StopReason.EXHAUSTED
     elif n_trials is not None and finished_here >= n_trials:
         reason = StopReason.TRIALS
     else:
         reason = StopReason.DEADLINE
+        stop_detail = f"{spec.budget.timeout:g} s"
+        if objective.cut_by_deadline:
+            stop_detail += ", the running trial cut at an epoch boundary and pruned (deadline)"
     return RunSummary(
         study_name=spec.name,
         storage=mask_url(storage_url),
@@ -311,6 +360,8 @@ def _run_study(
         stopped_by_signal=stopped[0] if stopped else None,
         stale_failed=stale,
         stop_reason=reason,
+        stop_detail=stop_detail,
+        new_pruned_deadline=objective.cut_by_deadline,
         best_before=before["value"] if before else None,
         new_failed=failed_here,
         started_at=started_at,
@@ -318,6 +369,7 @@ def _run_study(
         host=socket.gethostname(),
         pid=os.getpid(),
         worker=worker,
+        version=plan.version,
         extra={
             "study_file": str(spec.path),
             "loss_meaning": loss_meaning(

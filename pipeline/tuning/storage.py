@@ -9,7 +9,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from pipeline import config
-from pipeline.core.names import PRUNE_DIVERGED, PRUNE_UNDERPERFORMING
+from pipeline.core.names import PRUNE_DEADLINE, PRUNE_DIVERGED, PRUNE_UNDERPERFORMING
 from pipeline.errors import ConfigError
 from pipeline.study.experiment import (
     TrialRecord,
@@ -50,7 +50,9 @@ def open_storage(url: str | None = None) -> BaseStorage:
 
             return OwnedJournalStorage(JournalRedisBackend(url))
         if "://" in url:
-            return optuna.storages.RDBStorage(url, engine_kwargs=rdb_engine_kwargs(url))
+            from pipeline.tuning.rdb import pool_kwargs
+
+            return optuna.storages.RDBStorage(url, engine_kwargs={**rdb_engine_kwargs(url), **pool_kwargs(url)})
         _check_journal_file(Path(url))
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -102,13 +104,16 @@ def load_existing_study(spec: StudySpec, storage: str | None = None) -> optuna.S
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
-    counts = dict.fromkeys(("complete", "pruned_diverged", "pruned_underperforming", "failed", "running"), 0)
+    """The study's trials by state, pruned ones by reason (diverged, underperforming, cut by a run's deadline)."""
+    keys = ("complete", "pruned_diverged", "pruned_underperforming", "pruned_deadline", "failed", "running")
+    counts = dict.fromkeys(keys, 0)
+    pruned_key = {PRUNE_DIVERGED: "pruned_diverged", PRUNE_DEADLINE: "pruned_deadline"}
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.COMPLETE:
             counts["complete"] += 1
         elif t.state == TrialState.PRUNED:
             reason = t.user_attrs.get("prune_reason", PRUNE_UNDERPERFORMING)
-            counts["pruned_diverged" if reason == PRUNE_DIVERGED else "pruned_underperforming"] += 1
+            counts[pruned_key.get(reason, "pruned_underperforming")] += 1
         elif t.state == TrialState.FAIL:
             counts["failed"] += 1
         elif t.state == TrialState.RUNNING:

@@ -1,0 +1,88 @@
+"""The study-wide budget: ``budget.max_trials`` (a cap on finished trials) and ``budget.patience`` (converged).
+
+Both are read from the storage, so they hold across runs (nights) and across workers: every process checks them
+when it starts and after each of its trials. A worker that finds the cap reached stops; the others are each in at
+most one trial at that instant, so N workers finish at most N - 1 trials past the cap (as Optuna's own
+``MaxTrialsCallback`` does). The per-run budget (``trials``, ``timeout``) is Optuna's ``optimize`` arguments plus
+the objective's per-epoch deadline check (:mod:`pipeline.tuning.objective`).
+
+Optuna 5 deprecates ``optuna.terminator``; the rule here is small and says exactly what it measures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from pipeline.study.spec import Budget
+from pipeline.summary import StopReason
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def converged(values: Sequence[float | None], patience: int, tolerance: float) -> bool:
+    """True when the last ``patience`` finished trials did not lower the best loss by more than ``tolerance``
+    (relative to the best before them).
+
+    ``values``: the finished trials in the order they finished, a complete trial's loss or None for a pruned
+    one. With fewer than ``patience`` finished trials, or no complete trial before the window (the window then
+    found the first best, an improvement from nothing), it is not converged.
+    """
+    if len(values) <= patience:
+        return False
+    before = [v for v in values[:-patience] if v is not None]
+    if not before:
+        return False
+    best_before = min(before)
+    window = [v for v in values[-patience:] if v is not None]
+    best_now = min([best_before, *window])
+    return best_before - best_now <= tolerance * abs(best_before)
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete and pruned trials, in the order they finished (ties: by number)."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    return sorted(trials, key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
+
+
+@dataclass(frozen=True)
+class StudyBudget:
+    """The study-wide part of a study file's ``budget``."""
+
+    max_trials: int | None = None
+    patience: int | None = None
+    tolerance: float = 0.0
+
+    @classmethod
+    def of(cls, budget: Budget) -> StudyBudget:
+        return cls(budget.max_trials, budget.patience, budget.tolerance)
+
+    @property
+    def active(self) -> bool:
+        return self.max_trials is not None or self.patience is not None
+
+    def reached(self, study: optuna.Study) -> tuple[StopReason, str] | None:
+        """Why the study must not start another trial, with a clause saying what was measured; None to go on."""
+        if not self.active:
+            return None
+        finished = finished_trials(study)
+        if self.max_trials is not None and len(finished) >= self.max_trials:
+            return StopReason.CAP, f"{len(finished)} finished trials, budget.max_trials {self.max_trials}"
+        if self.patience is not None:
+            values = [_value(t) for t in finished]
+            if converged(values, self.patience, self.tolerance):
+                return StopReason.CONVERGED, (
+                    f"no improvement > {self.tolerance:.3g} (relative) of the best loss "
+                    f"{min(v for v in values if v is not None):.6g} over the last {self.patience} finished trials"
+                )
+        return None
+
+
+def _value(trial: FrozenTrial) -> float | None:
+    if trial.state != TrialState.COMPLETE or trial.value is None or not math.isfinite(trial.value):
+        return None
+    return trial.value
