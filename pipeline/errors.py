@@ -71,3 +71,11 @@ class DataError(PipelineError, ValueError):
 
 class NoCompleteTrial(PipelineError):
     """The study has no complete trial yet (exit 1, not 2: nothing is wrong with the input)."""
+
+
+class StudyLocked(PipelineError):
+    """``tune --exclusive`` found the study's lock held by another run (exit 75, not 2: try again later)."""
+
+    def __init__(self, study: str, holder: str):
+        self.study, self.holder = study, holder
+        super().__init__(f"study {study!r} is being tuned by {holder} (--exclusive)")
