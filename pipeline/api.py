@@ -82,7 +82,8 @@ def tune(
 
     ``storage``: an Optuna storage URL or journal path (default ``studies/optuna.journal``); ``tracking_uri``:
     MLflow's (default sqlite in ``mlruns/``); ``track=False`` skips MLflow; ``run_options`` go to
-    ``pipeline.tuning.run.run_study`` as the CLI's options do (``worker``, ``fail_stale_after`` in seconds, ...).
+    ``pipeline.tuning.run.run_study`` as the CLI's options do (``worker``, ``fail_stale_after`` in seconds,
+    ``exclusive``, ``new_version`` to start ``<name>.v2`` from the latest version's best settings, ...).
     """
     from pipeline.tuning.run import run_study
 
@@ -123,6 +124,40 @@ def best(study: Study, *, model=None, storage: str | None = None) -> dict | None
             "settings": None,
             "settings_error": f"the study file no longer describes this trial: {reason}",
         }
+
+
+def studies(*, storage: str | None = None) -> list[dict]:
+    """Every study in the storage (what ``studies`` prints), sorted by name, as plain data.
+
+    Keys: ``name``, ``version`` (its ``version`` user attribute, else N of a ``<name>.vN`` name, else 1),
+    ``previous_version``, ``trials`` (counts: ``complete``, ``pruned``, ``failed``, ``running``, ``waiting``),
+    ``total``, ``best_value``, ``best_trial``, ``created`` (the first trial's start) and ``last_activity`` (the
+    latest start or end of a trial), in ISO 8601 UTC or None. A journal or sqlite file that does not exist raises
+    ConfigError (naming ``--storage``); an existing empty storage gives []. Imports neither MLflow nor
+    scikit-learn.
+    """
+    from pipeline.tuning.manage import list_studies
+
+    return list_studies(storage)
+
+
+def delete(
+    study: str | Path,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    confirm=None,
+):
+    """Delete a study from both stores: its MLflow experiment (runs, logged models, artifacts; for good on a
+    sqlite or database store, so that the name can be tuned again from trial 0), the files it attached to Optuna's
+    artifact store, then the Optuna study. ``study``: a study file (``.yaml``/``.yml``, its ``name``) or a study
+    name. ``confirm(name, n_trials) -> bool`` is asked once everything is checked and before anything is deleted
+    (default: yes). Returns ``pipeline.tuning.manage.Deleted`` (``.lines()`` says what went), None when declined.
+    """
+    from pipeline.tuning.manage import delete_study
+
+    kwargs = {} if confirm is None else {"confirm": confirm}
+    return delete_study(str(study), storage=storage, tracking_uri=tracking_uri, **kwargs)
 
 
 def lr_find(study: Study, *, model=None, storage: str | None = None, tracking_uri: str | None = None):

@@ -88,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
         help="first mark FAIL the trials RUNNING for more than H hours (left by a killed worker)",
     )
     tune.add_argument(
+        "--heartbeat-interval",
+        type=_int_at_least(1),
+        metavar="S",
+        help="database storages: each running trial beats every S s (overrides workers.heartbeat_interval)",
+    )
+    tune.add_argument(
+        "--grace-period",
+        type=_int_at_least(1),
+        metavar="S",
+        help="a trial silent for S s is failed and retried by a live worker (default 2 x interval)",
+    )
+    tune.add_argument(
         "--min-free-mb",
         type=_non_negative_float,
         default=50.0,
@@ -312,6 +324,11 @@ def _run_tune(args, log):
         writable_folder(target.parent, key="--summary-json", shown=target)
         log.json_path = str(target)
     spec = _load(args, trials=args.trials, timeout=args.timeout)
+    if args.heartbeat_interval is not None or args.grace_period is not None:
+        from pipeline.tuning.rdb import with_flags
+
+        storage = config.DEFAULT_STORAGE if args.storage is None else args.storage
+        spec = with_flags(spec, storage, args.heartbeat_interval, args.grace_period)
     log.study = spec.name
     log.start()
     # A progress bar redrawn into a log file (CI, cron) is noise: only draw it on a terminal.
