@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 STUDY ?= studies/diabetes-reference.yaml
 ARGS ?=
 
-.PHONY: help tune test test-fast lint bench lr-find report train-best dashboard mlflow-ui lock clean
+.PHONY: help tune test test-fast lint bench lr-find report train-best studies dashboard mlflow-ui lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +51,9 @@ report: $(STAMP) ## Write the plots of STUDY under reports/ and log them to MLfl
 
 train-best: $(STAMP) ## Train STUDY's best trial again, save it under trained/, log it as an MLflow model; ARGS="--register NAME"
 	$(PY) -m pipeline train-best $(STUDY) $(ARGS)
+
+studies: $(STAMP) ## List the studies in the storage: version, trials by state, best value, created, last activity; ARGS="--storage URL --json"
+	$(PY) -m pipeline studies $(ARGS)
 
 dashboard: $(STAMP) ## Browse Optuna studies (learning curves, pruned trials) at http://127.0.0.1:8080
 	$(VENV)/bin/optuna-dashboard studies/optuna.journal --host 127.0.0.1 --port 8080 --artifact-dir studies/artifacts

@@ -27,6 +27,8 @@ LIGHT_COMMANDS = {
     "--help": ["--help"],
     "tune --help": ["tune", "--help"],
     "best": ["best", STUDY, "--storage", "{storage}"],
+    "studies": ["studies", "--storage", "{storage}"],
+    "studies --json": ["studies", "--storage", "{storage}", "--json"],
 }
 
 # Runs the CLI as `python -m pipeline` does, then prints the top-level names of every imported module.
