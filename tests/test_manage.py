@@ -87,6 +87,30 @@ def test_studies_on_a_missing_storage_file_is_an_error_naming_storage(tmp_path, 
     assert list(tmp_path.iterdir()) == []  # not created by looking
 
 
+def row(name, waiting=0, best=None):
+    trials = {"complete": 2, "pruned": 1, "failed": 0, "running": 0, "waiting": waiting}
+    return {
+        "name": name,
+        "version": 1,
+        "trials": trials,
+        "best_value": best,
+        "created": None,
+        "last_activity": None,
+    }
+
+
+def test_the_table_shows_waiting_trials_only_when_there_are_some():
+    plain = render_studies([row("a", best=0.5)], "j").splitlines()
+    assert (
+        plain[1].split()
+        == "study version complete pruned failed running best value created (UTC) last activity (UTC)".split()
+    )
+    assert plain[2].split() == ["a", "1", "2", "1", "0", "0", "0.5", "-", "-"]
+    queued = render_studies([row("a"), row("a.v2", waiting=5)], "j").splitlines()
+    assert queued[0] == "2 studies in j"
+    assert "waiting" in queued[1].split() and queued[3].split()[6] == "5"
+
+
 def test_the_table_masks_a_password_in_the_storage():
     text = render_studies([], "postgresql://tuner:s3cret@db/optuna")
     assert "s3cret" not in text and "***" in text
@@ -102,16 +126,9 @@ class Stores:
     tracking: str
     files: dict
 
-    def tune(self, name: str) -> None:
-        argv = [
-            "tune",
-            str(self.files[name]),
-            "--storage",
-            str(self.journal),
-            "--tracking-uri",
-            self.tracking,
-        ]
-        code, _, err = cli_run(*argv, "--no-progress")
+    def tune(self, name: str, *extra: str) -> None:
+        argv = ["tune", str(self.files[name]), *self.args(), "--no-progress", *extra]
+        code, _, err = cli_run(*argv)
         assert code == 0, err
 
     def run(self, *argv: str, **kwargs) -> subprocess.CompletedProcess:
@@ -185,7 +202,8 @@ def oracle(stores: Stores, name: str) -> dict:
     by_state = {s: sum(t.state == s for t in trials) for s in TrialState}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = min(complete, key=lambda t: t.value) if complete else None
-    stamp = [t.datetime_start for t in trials] + [t.datetime_complete for t in trials if t.datetime_complete]
+    started = [t.datetime_start for t in trials if t.datetime_start]  # an enqueued (WAITING) trial has none
+    stamp = started + [t.datetime_complete for t in trials if t.datetime_complete]
     return {
         "name": name,
         "version": 1,
@@ -200,8 +218,8 @@ def oracle(stores: Stores, name: str) -> dict:
         "total": len(trials),
         "best_value": best.value if best else None,
         "best_trial": best.number if best else None,
-        "created": iso_utc(min(t.datetime_start for t in trials)),
-        "last_activity": iso_utc(max(s.astimezone() for s in stamp)),
+        "created": iso_utc(min(started, default=None)),
+        "last_activity": iso_utc(max((s.astimezone() for s in stamp), default=None)),
     }
 
 
@@ -265,7 +283,7 @@ def test_delete_of_a_study_that_does_not_exist_names_it_and_the_studies_there(li
 
 @pytest.fixture(scope="module")
 def deleting(tmp_path_factory) -> Stores:
-    return make_stores(tmp_path_factory.mktemp("deleting"), {"gamma": BETA, "delta": BETA})
+    return make_stores(tmp_path_factory.mktemp("deleting"), {"gamma": BETA, "delta": BETA, "epsilon": BETA})
 
 
 @pytest.mark.slow
@@ -276,7 +294,7 @@ def test_delete_yes_removes_both_stores_entries_and_tune_then_starts_at_trial_0(
     assert done.returncode == 0, done.stderr
     assert "deleted study 'delta' (3 trials)" in done.stdout
     assert "deleted MLflow experiment 'delta'" in done.stdout and "4 runs" in done.stdout
-    assert deleting.names() == ["gamma"]
+    assert "delta" not in deleting.names() and "gamma" in deleting.names()
     assert deleting.experiment("delta") == (None, [])  # gone for good, not only marked deleted
     assert (
         len(deleting.experiment("gamma")[1]) == BETA["budget"]["trials"] + 1
@@ -345,3 +363,23 @@ def test_delete_on_a_terminal_asks_and_deletes_only_on_yes(deleting):
     assert "deleted study 'gamma'" in shown
     assert "gamma" not in deleting.names()
     assert deleting.experiment("gamma") == (None, [])
+
+
+@pytest.mark.slow
+def test_a_new_version_is_listed_as_version_2_and_deleting_it_keeps_version_1(deleting):
+    deleting.tune("epsilon", "--new-version", "--trials", "1")
+    done = deleting.run("studies", "--storage", str(deleting.journal), "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert rows["epsilon"]["version"] == 1
+    v2 = rows["epsilon.v2"]
+    assert (v2["version"], v2["previous_version"]) == (2, "epsilon")
+    assert v2["trials"]["waiting"] > 0  # the warm start's enqueued trials beyond this run's one trial
+    assert v2 == oracle(deleting, "epsilon.v2") | {"version": 2, "previous_version": "epsilon"}
+
+    done = deleting.run("delete", "epsilon.v2", *deleting.args(), "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "other versions of this study are kept: epsilon" in done.stdout
+    assert "epsilon" in deleting.names() and "epsilon.v2" not in deleting.names()
+    assert deleting.experiment("epsilon.v2") == (None, [])
+    assert deleting.experiment("epsilon")[0].lifecycle_stage == "active"

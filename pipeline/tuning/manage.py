@@ -179,6 +179,7 @@ class Deleted:
     tracking_uri: str  # masked
     mlflow: object | None  # pipeline.tracking.DeletedExperiment, or None when there was no experiment
     artifacts: int  # files removed from the study's Optuna artifact folder
+    other_versions: tuple[str, ...] = ()  # versions of the same study left in the storage (``<name>.vN``)
 
     def lines(self) -> list[str]:
         out = [f"deleted study {self.study!r} ({self.trials} trials) from {self.storage}"]
@@ -200,6 +201,11 @@ class Deleted:
             )
         if self.artifacts:
             out.append(f"  removed {self.artifacts} Optuna artifact file(s) (plots attached by report)")
+        if self.other_versions:
+            out.append(
+                f"  other versions of this study are kept: {', '.join(self.other_versions)} "
+                "(`tune` of its study file now resumes the latest of them; delete them by name)"
+            )
         return out
 
 
@@ -271,4 +277,10 @@ def delete_study(
                 path.unlink()
                 removed += 1
     optuna.delete_study(study_name=name, storage=backend)
-    return Deleted(name, mask_url(url), len(trials), experiment, mask_url(uri), mlflow, removed)
+    others = tuple(n for n in names if n != name and _base(n) == _base(name))
+    return Deleted(name, mask_url(url), len(trials), experiment, mask_url(uri), mlflow, removed, others)
+
+
+def _base(name: str) -> str:
+    match = _VERSION_SUFFIX.match(name)
+    return match["base"] if match else name
