@@ -10,7 +10,7 @@ import enum
 
 class ExitCode(enum.IntEnum):
     OK = 0  # done; for `tune`, every trial of this run ended complete or pruned
-    NOTHING = 1  # nothing to report: no complete trial (tune, best), no finished trial (report)
+    NOTHING = 1  # nothing to report or done: no complete trial (tune, best), no finished trial (report), `delete` answered no
     BAD_INPUT = 2  # bad study file, argument, data or storage; nothing was written
     TRIALS_FAILED = (
         3  # `tune`: some trials of this run raised an error (FAIL, not pruned); the rest are stored
