@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 STUDY ?= studies/diabetes-reference.yaml
 ARGS ?=
 
-.PHONY: help tune test test-fast lint bench lr-find report train-best studies dashboard mlflow-ui lock clean
+.PHONY: help tune test test-fast lint bench lr-find report train-best studies dashboard mlflow-ui mlflow-server lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,6 +60,27 @@ dashboard: $(STAMP) ## Browse Optuna studies (learning curves, pruned trials) at
 
 mlflow-ui: $(STAMP) ## Compare trials' curves and parameters at http://127.0.0.1:5000 (one lean server process)
 	$(PY) -m pipeline mlflow-ui
+
+# The tracking server that workers on several machines share (README: "Many workers on several machines"): MLflow's
+# store in a database, artifacts uploaded through the server (--serve-artifacts), so workers share no filesystem.
+# Bound to this machine unless MLFLOW_HOST is given; then MLFLOW_ALLOWED_HOSTS (the Host names clients use) is
+# required. One uvicorn worker, no job runner; its database pool is bounded (c in README's k·N + c).
+MLFLOW_BACKEND ?= postgresql://postgres@127.0.0.1/mlflow
+MLFLOW_ARTIFACTS ?= $(CURDIR)/mlruns/server-artifacts
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+MLFLOW_ALLOWED_HOSTS ?=
+MLFLOW_POOL ?= 2
+MLFLOW_POOL_OVERFLOW ?= 2
+mlflow-server: $(STAMP) ## MLflow server for many workers: MLFLOW_BACKEND=postgresql://... [MLFLOW_HOST= MLFLOW_PORT= MLFLOW_ALLOWED_HOSTS=]
+	@if [ "$(MLFLOW_HOST)" != 127.0.0.1 ] && [ "$(MLFLOW_HOST)" != localhost ] && [ -z "$(MLFLOW_ALLOWED_HOSTS)" ]; then \
+	  echo "error: MLFLOW_HOST=$(MLFLOW_HOST) opens the server to other machines: set MLFLOW_ALLOWED_HOSTS too," \
+	    "the host names workers use (e.g. MLFLOW_ALLOWED_HOSTS=mlflow.internal,mlflow.internal:$(MLFLOW_PORT))" >&2; exit 2; fi
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true \
+	  MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=$(MLFLOW_POOL) MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=$(MLFLOW_POOL_OVERFLOW) \
+	  exec $(VENV)/bin/mlflow server --backend-store-uri '$(MLFLOW_BACKEND)' --serve-artifacts \
+	  --artifacts-destination '$(MLFLOW_ARTIFACTS)' --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 1 \
+	  $(if $(MLFLOW_ALLOWED_HOSTS),--allowed-hosts '$(MLFLOW_ALLOWED_HOSTS)')
 
 lock: $(STAMP) ## Re-pin constraints.txt from the current virtual environment
 	{ echo '# Exact versions of every installed package (pip freeze). Ranges live in pyproject.toml.'; \

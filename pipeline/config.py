@@ -23,7 +23,9 @@ def optuna_artifact_dir(storage: str | None) -> Path:
     them when started with ``--artifact-dir`` pointing there (``make dashboard`` does for the default storage)."""
     if storage and "://" not in storage:
         return Path(storage).resolve().parent / "artifacts"
-    return OPTUNA_ARTIFACTS_DIR
+    # A database shared by several machines: the plots stay on the machine that runs `report` / `lr-find` (and
+    # its dashboard); every machine reaches the same plots in MLflow, through the tracking server.
+    return Path(os.environ.get("LR_PIPELINE_OPTUNA_ARTIFACTS") or OPTUNA_ARTIFACTS_DIR)
 
 
 def default_tracking_uri() -> str:

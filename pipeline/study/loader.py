@@ -58,6 +58,7 @@ from pipeline.study.spec import (
     StudySpec,
     TrackingSpec,
     TrainingSpec,
+    WorkersSpec,
     _check_warmup,
 )
 
@@ -250,6 +251,7 @@ class _Reader(SearchValueReader):
                 "sampler",
                 "pruner",
                 "tracking",
+                "workers",
             ),
             required=("data", "model", "training", "search"),
         )
@@ -271,6 +273,7 @@ class _Reader(SearchValueReader):
         sampler = self.sampler(optional["sampler"], search)
         pruner = self.pruner(optional["pruner"])
         tracking = self.tracking(optional["tracking"])
+        workers = self.workers({} if top.get("workers") is None else top["workers"])
         _check_warmup(self.file, search, training.epochs, None)
         return StudySpec(
             self.path,
@@ -285,6 +288,7 @@ class _Reader(SearchValueReader):
             pruner,
             tracking,
             description,
+            workers,
         )
 
     def study_name(self, value, given: bool) -> str:
@@ -503,6 +507,32 @@ class _Reader(SearchValueReader):
             sec.get("report_points", DEFAULT_REPORT_POINTS), "tracking.report_points", integer=True, low=1
         )
         return TrackingSpec(points)
+
+    def workers(self, raw) -> WorkersSpec:
+        """``workers: {heartbeat_interval: S, grace_period: S, max_retry: N}`` (seconds; whole numbers, as Optuna's
+        heartbeat takes them). The grace period must exceed the interval, or live trials would be failed."""
+        sec = self.mapping(raw, "workers", ("heartbeat_interval", "grace_period", "max_retry"))
+        interval = sec.get("heartbeat_interval")
+        if interval is not None:
+            interval = self.number(interval, "workers.heartbeat_interval", integer=True, low=1)
+        grace = sec.get("grace_period")
+        if grace is not None:
+            grace = self.number(grace, "workers.grace_period", integer=True, low=1)
+            if interval is None:
+                raise self.error(
+                    "needs workers.heartbeat_interval: without a heartbeat there is nothing to wait for.",
+                    "workers.grace_period",
+                    grace,
+                )
+            if grace <= interval:
+                raise self.error(
+                    f"must be > workers.heartbeat_interval ({interval}): a live trial beats only every "
+                    f"{interval} s.",
+                    "workers.grace_period",
+                    grace,
+                )
+        retry = self.number(sec.get("max_retry", 1), "workers.max_retry", integer=True, low=0)
+        return WorkersSpec(interval, grace, retry)
 
     # --- search ---------------------------------------------------------------------------------------------
 

@@ -135,6 +135,18 @@ class TrackingSpec:
 
 
 @dataclass(frozen=True)
+class WorkersSpec:
+    """How workers on database storages watch each other (Optuna's heartbeat), in seconds: every running trial
+    writes a heartbeat each ``heartbeat_interval``; a trial whose last one is older than ``grace_period`` (default
+    2 x interval) is failed by the next live worker to start a trial and re-run with the same params up to
+    ``max_retry`` times. None: no heartbeat. Ignored, with a message, on a journal file or Redis, which have none."""
+
+    heartbeat_interval: int | None = None
+    grace_period: int | None = None
+    max_retry: int = 1
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A validated study file. ``name`` is the Optuna study and MLflow experiment name (default: file stem)."""
 
@@ -150,6 +162,8 @@ class StudySpec:
     pruner: PrunerSpec
     tracking: TrackingSpec
     description: str = ""
+    # How the study is run, not what it computes: not part of the study's identity.
+    workers: WorkersSpec = field(default_factory=WorkersSpec, compare=False)
 
     def total_steps(self, n_train: int, batch_size: int | None) -> int:
         """Updates in one trial at ``batch_size``: ``epochs * ceil(n_train / batch_size)``."""

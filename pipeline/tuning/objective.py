@@ -144,7 +144,8 @@ class Objective:
             self._interrupted(trial, None, None, "before it started")
         run_id = None
         if self.tracker is not None:
-            run_id = self.tracker.start_trial(trial.number, settings.as_params(), {"study": spec.name})
+            tags = {"study": spec.name, **rdb.retry_tags(trial)}  # a heartbeat retry names its original
+            run_id = self.tracker.start_trial(trial.number, settings.as_params(), tags)
             trial.set_user_attr("mlflow_run_id", run_id)
         try:
             reported = report_epochs(spec.training.epochs, spec.tracking.report_points)

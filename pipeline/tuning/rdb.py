@@ -171,3 +171,74 @@ class CurveBuffer:
         if self.values:
             values, self.values = self.values, {}
             report_curve(self.trial, values)
+
+
+def heartbeat_for(spec, storage_url: str, log: Callable[[str], None] | None = None) -> Heartbeat | None:
+    """The study's heartbeat (``workers`` section, or the CLI's flags applied to it) for this storage: None when
+    off, and None with a message on a journal file or Redis, which have no heartbeat (there the owner-process
+    check on each start and ``--fail-stale-after`` find a dead worker's trials)."""
+    workers = spec.workers
+    if workers.heartbeat_interval is None:
+        return None
+    if not is_database(storage_url):
+        (log or (lambda line: print(line, file=sys.stderr, flush=True)))(
+            f"note: workers.heartbeat_interval ({workers.heartbeat_interval} s) is ignored: this storage is a "
+            f"{'Redis journal' if storage_url.startswith('redis://') else 'journal file'}, which has no heartbeat. "
+            "A dead worker's trial is failed by the next start on its machine (owner gone) or by --fail-stale-after."
+        )
+        return None
+    return Heartbeat(workers.heartbeat_interval, workers.grace_period, workers.max_retry)
+
+
+def retry_tags(trial: optuna.Trial) -> dict[str, str]:
+    """MLflow tags linking a retried trial's run to the trial it re-runs (and to that trial's run)."""
+    original = retry_of(trial)
+    if original is None:
+        return {}
+    tags = {RETRY_OF_TAG: str(original)}
+    run = trial._cached_frozen_trial.user_attrs.get("mlflow_run_id")  # copied from the original by the retry
+    if run:
+        tags[RETRY_RUN_TAG] = str(run)
+    return tags
+
+
+def with_flags(spec, storage_url: str, interval: int | None, grace: int | None):
+    """``spec`` with ``tune --heartbeat-interval S --grace-period S`` applied over its ``workers`` section.
+
+    Flags asked for on a storage without a heartbeat (a journal file, Redis) are refused (exit 2): a study file's
+    setting is only noted there, since the same file may serve a journal on one machine and a database on several.
+    """
+    import dataclasses
+
+    from pipeline.errors import ConfigError
+
+    if interval is None and grace is None:
+        return spec
+    flag = "--heartbeat-interval" if interval is not None else "--grace-period"
+    if not is_database(storage_url):
+        raise ConfigError(
+            "needs a database storage (postgresql://, mysql://, sqlite:///): a journal file or Redis has no "
+            "heartbeat; there a dead worker's trial is failed by the next start on its machine or by "
+            "--fail-stale-after.",
+            key=flag,
+            value=interval if interval is not None else grace,
+        )
+    workers = spec.workers
+    interval = interval if interval is not None else workers.heartbeat_interval
+    if interval is None:
+        raise ConfigError(
+            "needs a heartbeat: give --heartbeat-interval too (or workers.heartbeat_interval in the study file).",
+            key="--grace-period",
+            value=grace,
+        )
+    if grace is None and workers.grace_period is not None and workers.grace_period > interval:
+        grace = workers.grace_period
+    if grace is not None and grace <= interval:
+        raise ConfigError(
+            f"must be > the heartbeat interval ({interval} s): a live trial beats only every {interval} s.",
+            key="--grace-period",
+            value=grace,
+        )
+    return dataclasses.replace(
+        spec, workers=dataclasses.replace(workers, heartbeat_interval=interval, grace_period=grace)
+    )

@@ -1,0 +1,109 @@
+"""Real servers for the multi-machine tests: throwaway databases on the local PostgreSQL, and `make mlflow-server`
+(the documented command) on a free loopback port. Started and stopped by the test; nothing is mocked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+PG = "postgresql://postgres@127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def databases(*labels: str):
+    """Fresh databases ``lr_pipeline_<label>_<random>`` on the local PostgreSQL, dropped afterwards (FORCE)."""
+    psycopg = pytest.importorskip("psycopg")
+    names = [f"lr_pipeline_{label}_{uuid.uuid4().hex[:8]}" for label in labels]
+    try:
+        with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=3) as conn:
+            for name in names:
+                conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {PG}: {exc}")
+    try:
+        yield names
+    finally:
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            for name in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def connections(names: list[str]) -> list[tuple[str, str]]:
+    """(database, application_name) of every server connection to ``names`` now (pg_stat_activity)."""
+    import psycopg
+
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname, application_name FROM pg_stat_activity WHERE datname = ANY(%s)", (names,)
+        ).fetchall()
+    return [(str(d), str(a)) for d, a in rows]
+
+
+@contextlib.contextmanager
+def mlflow_server(backend: str, artifacts: Path, *, log: Path):
+    """`make mlflow-server` with ``backend`` as MLflow's store, on a free 127.0.0.1 port; yields its URL."""
+    port = free_port()
+    handle = open(log, "w")
+    proc = subprocess.Popen(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.installed",  # the venv is there: never reinstall from a test
+            "mlflow-server",
+            f"MLFLOW_BACKEND={application(backend, 'mlflow-server')}",
+            f"MLFLOW_ARTIFACTS={artifacts}",
+            f"MLFLOW_PORT={port}",
+        ],
+        cwd=REPO,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the CLI and its uvicorn child stop together
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not answer within 120 s: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+        handle.close()
+
+
+def application(url: str, name: str) -> str:
+    """``url`` with libpq's ``application_name`` set, so pg_stat_activity tells whose connection it is."""
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}"

@@ -1,0 +1,375 @@
+"""Many workers on several machines: PostgreSQL for the study and for MLflow's store, an MLflow server in front of
+it, heartbeats that retry a SIGKILLed worker's trial, bounded connections, one write per curve.
+
+The topology tests start real servers (tests/servers.py) and real `python -m pipeline tune` workers, each in its
+own working directory with its own copy of the study file, sharing nothing but the two URLs. They run the workers
+in the machine's own network namespace: a namespace of their own would reach the servers only through a veth pair
+or a forwarder, which these tests do not set up (README, "Many workers on several machines").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from conftest import study_yaml
+from optuna.trial import TrialState
+from servers import PG, application, connections, databases, mlflow_server
+
+from pipeline import cli
+from pipeline.errors import ConfigError
+from pipeline.study.loader import load_study_mapping
+from pipeline.tuning import rdb
+
+ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(Path(__file__).parent.parent)}
+
+
+def _env(tmp_path: Path) -> dict:
+    """The workers' environment: the study artifacts of `report` go to the test's folder, not the checkout's."""
+    return {**ENV, "LR_PIPELINE_OPTUNA_ARTIFACTS": str(tmp_path / "optuna-artifacts")}
+
+
+# ----------------------------------------------------------------------------------------- the study file
+
+
+def _study(**workers):
+    return {
+        "name": "w",
+        "data": {"dataset": "diabetes"},
+        "model": {"name": "linear"},
+        "training": {"epochs": 10},
+        "search": {"lr": {"low": 1e-3, "high": 1}},
+        "workers": workers,
+    }
+
+
+def test_workers_section_is_read_and_defaults_to_no_heartbeat():
+    spec = load_study_mapping(_study(heartbeat_interval=10, grace_period=30, max_retry=2))
+    assert (spec.workers.heartbeat_interval, spec.workers.grace_period, spec.workers.max_retry) == (10, 30, 2)
+    plain = load_study_mapping({k: v for k, v in _study().items() if k != "workers"})
+    assert plain.workers.heartbeat_interval is None and plain.workers.max_retry == 1
+    assert rdb.Heartbeat(10).grace == 20  # Optuna's default: twice the interval
+
+
+@pytest.mark.parametrize(
+    "workers, key, message",
+    [
+        ({"heartbeat_interval": 0}, "workers.heartbeat_interval", "must be an int >= 1"),
+        ({"heartbeat_interval": 1.5}, "workers.heartbeat_interval", "must be an int"),
+        (
+            {"heartbeat_interval": 10, "grace_period": 10},
+            "workers.grace_period",
+            r"must be > workers.heartbeat",
+        ),
+        ({"grace_period": 30}, "workers.grace_period", "needs workers.heartbeat_interval"),
+        ({"heartbeat_interval": 10, "max_retry": -1}, "workers.max_retry", "must be an int >= 0"),
+        ({"heartbeat": 10}, "workers", "heartbeat"),
+    ],
+)
+def test_workers_section_is_refused_with_the_key_and_the_value(workers, key, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_study_mapping(_study(**workers))
+    assert key in str(caught.value)
+
+
+def test_heartbeat_flags_override_the_file_and_are_refused_on_a_journal(tmp_path):
+    spec = load_study_mapping(_study(heartbeat_interval=10, grace_period=30))
+    url = "postgresql://postgres@127.0.0.1/x"
+    assert rdb.with_flags(spec, url, 5, None).workers.grace_period == 30  # the file's grace still fits
+    assert rdb.with_flags(spec, url, 40, None).workers.grace_period is None  # it does not: 2 x 40
+    assert rdb.with_flags(spec, url, 2, 5).workers.heartbeat_interval == 2
+    with pytest.raises(ConfigError, match=r"--grace-period.*must be > the heartbeat interval \(10 s\)"):
+        rdb.with_flags(spec, url, None, 10)
+    with pytest.raises(ConfigError, match="--heartbeat-interval.*needs a database storage"):
+        rdb.with_flags(spec, str(tmp_path / "s.journal"), 5, None)
+    # From the study file, on a journal: noted, and the run goes on without a heartbeat.
+    lines = []
+    assert rdb.heartbeat_for(spec, str(tmp_path / "s.journal"), log=lines.append) is None
+    assert "ignored" in lines[0] and "journal file" in lines[0]
+    assert rdb.heartbeat_for(spec, url) == rdb.Heartbeat(10, 30, 1)
+
+
+def test_tune_with_a_heartbeat_flag_on_a_journal_exits_2(tmp_path, capsys):
+    study = study_yaml("diabetes-reference.yaml", tmp_path / "s.yaml", name="hb", budget={"trials": 1})
+    code = cli.main(
+        ["tune", str(study), "--storage", str(tmp_path / "s.journal"), "--heartbeat-interval", "5"]
+    )
+    assert code == 2
+    assert "--heartbeat-interval" in capsys.readouterr().err
+    assert not (tmp_path / "s.journal").exists()  # refused before anything was written
+
+
+# ----------------------------------------------------------------------------------------- one write per curve
+
+
+def test_a_curve_is_one_transaction_on_a_database_and_reads_back_as_reported(tmp_path):
+    """What the dashboard draws (intermediate values) is the same whether reported live or written at the end."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name="c")
+    trial = study.ask()
+    commits = []
+    sqlalchemy.event.listen(storage.engine, "commit", lambda conn: commits.append(1))
+    buffer = rdb.CurveBuffer(trial)
+    curve = {0: 1.0, 3: 0.5, 7: float("inf"), 9: 0.25}
+    for step, value in curve.items():
+        buffer(value, step)
+    assert not commits  # kept, not written
+    buffer.write()
+    assert len(commits) == 1
+    study.tell(trial, 0.25)
+    assert optuna.load_study(study_name="c", storage=url).trials[0].intermediate_values == curve
+    # a journal file: one report each, same values
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+    other = optuna.create_study(storage=journal, study_name="c")
+    t = other.ask()
+    rdb.report_curve(t, curve)
+    other.tell(t, 0.25)
+    assert other.trials[0].intermediate_values == curve
+
+
+# ----------------------------------------------------------------------------------------- the topology
+
+
+def _tune(study: Path, storage: str, tracking: str, worker: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "tune",
+            study.name,
+            "--storage",
+            storage,
+            "--tracking-uri",
+            tracking,
+            "--worker",
+            str(worker),
+            "--no-progress",
+        ],
+        cwd=study.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _worker_dirs(tmp_path: Path, n: int, **sections) -> list[Path]:
+    """One folder per worker, each with its own copy of the study file (and nothing shared)."""
+    first = study_yaml("moons-mlp.yaml", tmp_path / "study.yaml", **sections)
+    dirs = []
+    for k in range(n):
+        folder = tmp_path / f"machine-{k}"
+        folder.mkdir()
+        shutil.copy(first, folder / "study.yaml")
+        dirs.append(folder / "study.yaml")
+    first.unlink()
+    return dirs
+
+
+@pytest.mark.slow
+def test_three_machines_share_a_study_and_a_killed_workers_trial_is_retried(tmp_path):
+    from mlflow import MlflowClient
+
+    workers, cap = 3, 18
+    with databases("optuna", "mlflow") as (optuna_db, mlflow_db):
+        storage = f"{PG}/{optuna_db}"
+        with mlflow_server(
+            f"{PG}/{mlflow_db}", tmp_path / "server-artifacts", log=tmp_path / "server.log"
+        ) as url:
+            studies = _worker_dirs(
+                tmp_path,
+                workers,
+                name="topology",
+                training={"epochs": 120},
+                budget={"trials": None, "max_trials": cap},
+                workers={"heartbeat_interval": 1, "grace_period": 3, "max_retry": 1},
+            )
+            procs = [_tune(s, storage, url, k, _env(tmp_path)) for k, s in enumerate(studies)]
+            backend = optuna.storages.RDBStorage(storage)
+            victim = procs[1]
+            killed = None
+            deadline = time.monotonic() + 240
+            while killed is None and time.monotonic() < deadline:  # mid-trial: its run exists, the trial runs
+                try:
+                    trials = optuna.load_study(study_name="topology", storage=backend).trials
+                except KeyError:
+                    trials = []
+                finished = sum(t.state.is_finished() for t in trials)
+                for t in trials:
+                    owner = str(t.user_attrs.get("owner", ""))
+                    if (
+                        finished >= 3
+                        and t.state == TrialState.RUNNING
+                        and owner.split(":")[1:2] == [str(victim.pid)]
+                        and "mlflow_run_id" in t.user_attrs
+                    ):
+                        victim.send_signal(signal.SIGKILL)
+                        killed = t.number
+                        break
+                time.sleep(0.05)
+            assert killed is not None, "worker 1 never got mid-trial"
+            outputs = {k: p.communicate(timeout=300) for k, p in enumerate(procs) if p is not victim}
+            victim.wait(timeout=30)
+            for k, (_out, err) in outputs.items():
+                assert procs[k].returncode == 0, err[-3000:]
+            noticed = "".join(err for _out, err in outputs.values())
+            assert f"heartbeat: trial {killed} heartbeat-stale" in noticed
+
+            trials = optuna.load_study(study_name="topology", storage=backend).trials
+            done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+            # finished trials: the study-wide cap, overshot by at most N - 1 (workers mid-trial when it is reached)
+            assert cap <= len(done) <= cap + workers - 1, len(done)
+            assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+            (dead,) = [t for t in trials if t.state == TrialState.FAIL]
+            assert dead.number == killed
+            (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+            assert retry.state.is_finished() and retry.params == dead.params
+            assert retry.system_attrs["retry_history"] == [killed]
+            params = [json.dumps(t.params, sort_keys=True) for t in trials if t.state != TrialState.FAIL]
+            assert len(set(params)) == len(params)  # no duplicates (the retry repeats only the dead trial's)
+
+            client = MlflowClient(url)
+            (experiment,) = [e for e in client.search_experiments() if e.name == "topology"]
+            runs = client.search_runs(
+                [experiment.experiment_id], "attributes.run_name != 'study'", max_results=500
+            )
+            by_trial = {}
+            for run in runs:
+                by_trial.setdefault(int(run.data.tags["trial_number"]), []).append(run)
+            assert sorted(by_trial) == sorted(t.number for t in trials)
+            assert all(len(v) == 1 for v in by_trial.values())
+            assert {r.info.status for r in runs} <= {"FINISHED", "KILLED", "FAILED"}
+            dead_run = by_trial[killed][0]
+            assert dead_run.info.status == "FAILED"  # terminated by the live worker that noticed
+            assert (
+                rdb.HEARTBEAT_STALE in dead_run.data.tags["fail_reason"]
+                and "reconciled" in dead_run.data.tags
+            )
+            retry_run = by_trial[retry.number][0]
+            assert retry_run.data.tags[rdb.RETRY_OF_TAG] == str(killed)
+            assert retry_run.data.tags[rdb.RETRY_RUN_TAG] == dead_run.info.run_id
+            assert retry_run.info.artifact_uri.startswith("mlflow-artifacts:")  # uploaded through the server
+
+            # best, report and optuna-dashboard's loader read the study, from another "machine"'s folder
+            reader = studies[0].parent
+            best = subprocess.run(
+                [sys.executable, "-m", "pipeline", "best", "study.yaml", "--storage", storage],
+                cwd=reader,
+                capture_output=True,
+                text=True,
+                env=_env(tmp_path),
+                timeout=120,
+            )
+            assert best.returncode == 0, best.stderr
+            assert json.loads(best.stdout)["study"] == "topology"
+            report = subprocess.run(
+                [sys.executable, "-m", "pipeline", "report", "study.yaml", "--storage", storage]
+                + ["--tracking-uri", url, "--out", str(reader.parent / "report")],
+                cwd=reader,
+                capture_output=True,
+                text=True,
+                env=_env(tmp_path),
+                timeout=300,
+            )
+            assert report.returncode == 0, report.stderr
+            assert list((reader.parent / "report").glob("*.png"))
+            (summary,) = dashboard_get(storage, "/api/studies")["study_summaries"]
+            shown = dashboard_get(storage, f"/api/studies/{summary['study_id']}")
+            assert len(shown["trials"]) == len(trials)
+            assert server_artifacts(
+                tmp_path / "server-artifacts"
+            )  # report's plots, uploaded through the server
+            assert list(
+                (tmp_path / "optuna-artifacts").iterdir()
+            )  # the dashboard's copies, on report's machine
+
+
+def dashboard_get(storage: str, path: str):
+    """optuna-dashboard's own WSGI app on ``storage``, asked for ``path`` in process (its loader, for real)."""
+    import io
+
+    from optuna_dashboard import wsgi
+
+    status = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "0",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.url_scheme": "http",
+        "QUERY_STRING": "",
+    }
+    body = b"".join(wsgi(storage)(environ, lambda s, h, *a: status.append(s)))
+    assert status[0].startswith("200"), (path, status, body[:300])
+    return json.loads(body)
+
+
+def server_artifacts(folder: Path) -> list[Path]:
+    """Files the MLflow server stored under its --artifacts-destination (report's plots, uploaded by a worker)."""
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+@pytest.mark.slow
+def test_eight_workers_stay_within_k_n_plus_c_connections(tmp_path):
+    """8 workers on the local PostgreSQL through one MLflow server: none refused, connections counted."""
+    workers, cap = 8, 16
+    with databases("optuna8", "mlflow8") as names:
+        optuna_db, mlflow_db = names
+        with mlflow_server(f"{PG}/{mlflow_db}", tmp_path / "art", log=tmp_path / "server.log") as url:
+            studies = _worker_dirs(
+                tmp_path,
+                workers,
+                name="eight",
+                training={"epochs": 60},
+                budget={"trials": None, "max_trials": cap},
+                workers={"heartbeat_interval": 2},
+            )
+            peak: dict[str, int] = {}
+            total_peak = [0]
+            stop = threading.Event()
+
+            def watch():
+                while not stop.is_set():
+                    seen = connections(names)
+                    total_peak[0] = max(total_peak[0], len(seen))
+                    for app in {a for _d, a in seen}:
+                        peak[app] = max(peak.get(app, 0), sum(a == app for _d, a in seen))
+                    time.sleep(0.05)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            procs = [
+                _tune(s, application(f"{PG}/{optuna_db}", f"worker{k}"), url, k, _env(tmp_path))
+                for k, s in enumerate(studies)
+            ]
+            outputs = [p.communicate(timeout=600) for p in procs]
+            stop.set()
+            watcher.join()
+            for p, (_out, err) in zip(procs, outputs, strict=True):
+                assert p.returncode == 0, err[-3000:]
+                assert "too many" not in err and "refused" not in err
+            trials = optuna.load_study(study_name="eight", storage=f"{PG}/{optuna_db}").trials
+            done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+            assert cap <= len(done) <= cap + workers - 1, len(done)  # max_trials with N workers
+            per_worker = [peak.get(f"worker{k}", 0) for k in range(workers)]
+            server = peak.get("mlflow-server", 0)
+            print(
+                f"\nconnections: peak per worker {per_worker}, MLflow server {server}, total {total_peak[0]}"
+            )
+            k, c = rdb.POOL_SIZE, 2 * 4  # README: a worker's pool; the server's CLI + uvicorn, 2 + 2 each
+            assert max(per_worker) <= k + rdb.POOL_OVERFLOW
+            assert server <= c
+            assert total_peak[0] <= k * workers + c
