@@ -233,14 +233,6 @@ def _run_study(
     if heartbeat is not None:
         rdb.with_heartbeat(backend, heartbeat, rdb.StaleTrialRetry(heartbeat, tracker))
 
-    # Heartbeats (database storages): a worker that stops beating has its trial failed, retried with the same
-    # params and its MLflow run terminated by whichever live worker notices (pipeline.tuning.rdb).
-    from pipeline.tuning import rdb
-
-    heartbeat = rdb.heartbeat_for(spec, storage_url)
-    if heartbeat is not None:
-        rdb.with_heartbeat(backend, heartbeat, rdb.StaleTrialRetry(heartbeat, tracker))
-
     # A resumed study continues from a different seed: the same seed would replay the first night's startup
     # trials. The offset is the number of trials already stored, so one worker stays reproducible; parallel
     # workers also differ by their index.
