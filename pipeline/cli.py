@@ -298,14 +298,14 @@ def _tune(args) -> int:
         code = tune_exit_code(summary)
         return code
     except BaseException as exc:
+        if log.started_at is None:  # the study file did not load: the log still shows the run, first
+            log.start()
         code = exit_code_for(exc)
         log.error = f"{type(exc).__name__}: {exc}"
         if code is None:
             raise
         return code
     finally:
-        if log.started_at is None:  # the study file did not load: the log still shows the run
-            log.start()
         log.end(summary, code, json_path=log.json_path)
 
 
