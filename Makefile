@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 STUDY ?= studies/diabetes-reference.yaml
 ARGS ?=
 
-.PHONY: help tune test test-fast lint bench lr-find report train-best studies dashboard mlflow-ui mlflow-server lock clean
+.PHONY: help tune test test-fast lint bench bench-nightly lr-find report train-best studies dashboard mlflow-ui mlflow-server lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml constraints.txt
 	  $(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[dev]'; fi
 	@touch $(STAMP)
 
+# GNU make can only exit 0 or 2 itself: on failure this names tune's own exit code (README, "Exit codes"), and
+# schedulers call bin/tune, the same command with the code unchanged.
 tune: $(STAMP) ## Run the study in STUDY (default studies/diabetes-reference.yaml); ARGS="--trials 20" etc.
-	$(PY) -m pipeline tune $(STUDY) $(ARGS)
+	@$(PY) -m pipeline tune $(STUDY) $(ARGS) || { rc=$$?; echo "make tune: tune exited $$rc (README, Exit codes; bin/tune returns it unchanged)" >&2; exit $$rc; }
 
 test: $(STAMP) ## Run the whole test suite (what CI runs)
 	$(PY) -m pytest -q $(ARGS)
@@ -42,6 +44,9 @@ lint: $(STAMP) ## Check style with ruff
 
 bench: $(STAMP) ## Benchmark the training core and the tuning pipeline (prints ratios and the machine)
 	$(PY) -m pipeline.bench $(ARGS)
+
+bench-nightly: $(STAMP) ## Simulate 30 nights of the reference study (NIGHTS=30 SECONDS=2): trials per night, cost growth, store sizes
+	$(PY) -m pipeline.bench.nightly --nights $(or $(NIGHTS),30) --seconds $(or $(SECONDS),2) $(ARGS)
 
 lr-find: $(STAMP) ## Learning-rate range test on STUDY (Smith 2015): plot + suggested search range
 	$(PY) -m pipeline lr-find $(STUDY) $(ARGS)

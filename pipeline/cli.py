@@ -61,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("study", metavar="STUDY", help="a study file, e.g. studies/diabetes-reference.yaml")
-        p.add_argument("--storage", metavar="URL", help=f"Optuna storage (default: {config.DEFAULT_STORAGE})")
+        p.add_argument(
+            "--storage",
+            metavar="URL",
+            help=f"Optuna storage (default: ${config.STORAGE_ENV}, else {config.DEFAULT_STORAGE})",
+        )
         p.add_argument(
             "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in mlruns/)"
         )
@@ -133,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
         "and last activity (UTC). Reads only; imports no MLflow.",
     )
     studies.add_argument(
-        "--storage", metavar="URL", help=f"Optuna storage (default: {config.DEFAULT_STORAGE})"
+        "--storage",
+        metavar="URL",
+        help=f"Optuna storage (default: ${config.STORAGE_ENV}, else {config.DEFAULT_STORAGE})",
     )
     studies.add_argument("--json", action="store_true", help="print the list as JSON (for scripts)")
     delete = sub.add_parser(
@@ -147,7 +153,9 @@ def _parser() -> argparse.ArgumentParser:
         "study", metavar="STUDY", help="a study file (.yaml/.yml: the study its `name` names) or a study name"
     )
     delete.add_argument(
-        "--storage", metavar="URL", help=f"Optuna storage (default: {config.DEFAULT_STORAGE})"
+        "--storage",
+        metavar="URL",
+        help=f"Optuna storage (default: ${config.STORAGE_ENV}, else {config.DEFAULT_STORAGE})",
     )
     delete.add_argument(
         "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in mlruns/)"
@@ -190,7 +198,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pipeline import secrets
 
-    for url in (*(argv if argv is not None else sys.argv[1:]), os.environ.get("MLFLOW_TRACKING_URI")):
+    for url in (
+        *(argv if argv is not None else sys.argv[1:]),
+        os.environ.get("MLFLOW_TRACKING_URI"),
+        os.environ.get(config.STORAGE_ENV),
+    ):
         if url and "://" in url:
             secrets.register(url)
     # Before anything can print: a password in a URL never reaches a terminal or a log.
@@ -327,7 +339,7 @@ def _run_tune(args, log):
     if args.heartbeat_interval is not None or args.grace_period is not None:
         from pipeline.tuning.rdb import with_flags
 
-        storage = config.DEFAULT_STORAGE if args.storage is None else args.storage
+        storage = config.storage_url(args.storage)
         spec = with_flags(spec, storage, args.heartbeat_interval, args.grace_period)
     log.study = spec.name
     log.start()

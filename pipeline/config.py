@@ -14,6 +14,18 @@ DEFAULT_STUDY = STUDIES_DIR / "diabetes-reference.yaml"
 # One journal file for every study: optuna-dashboard opens it as is, several processes on one machine may share it.
 DEFAULT_STORAGE = str(STUDIES_DIR / "optuna.journal")
 OPTUNA_ARTIFACTS_DIR = STUDIES_DIR / "artifacts"
+# A deployment (a crontab, a systemd unit) can name its storage once in the environment instead of on every line.
+STORAGE_ENV = "LR_PIPELINE_STORAGE"
+
+
+def storage_url(storage: str | None = None) -> str:
+    """The Optuna storage a command uses: ``--storage`` when given, else $LR_PIPELINE_STORAGE, else the journal
+    file studies/optuna.journal."""
+    if storage is not None:
+        return storage
+    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
 # The MLflow experiment's shared view (experiment tag mlflow.sharedViewState.<key>) that the printed link opens.
 MLFLOW_VIEW_KEY = "trials"
 

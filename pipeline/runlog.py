@@ -39,7 +39,7 @@ class RunLog:
 
     def _who(self) -> str:
         study = self.study if self.study is not None else f"? file={self.study_file}"  # it did not load
-        storage = mask_url(config.DEFAULT_STORAGE if self.storage is None else self.storage)
+        storage = mask_url(config.storage_url(self.storage))
         return f"study={study} host={self.host} pid={self.pid} worker={self.worker} storage={storage}"
 
     def start(self) -> None:
@@ -67,7 +67,7 @@ class RunLog:
             record = {
                 "study_name": self.study,
                 "study_file": self.study_file,
-                "storage": mask_url(config.DEFAULT_STORAGE if self.storage is None else self.storage),
+                "storage": mask_url(config.storage_url(self.storage)),
                 "started_at": iso(self.started_at),
                 "ended_at": iso(ended),
                 "host": self.host,

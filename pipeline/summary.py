@@ -192,7 +192,7 @@ def _browse(s: RunSummary) -> list[str]:
     """What to do next, as commands that work when pasted (the tools live in the project's virtual environment,
     which is not on PATH: `make` targets, or the venv's own paths when the stores are not the defaults)."""
     venv = config.ROOT / ".venv" / "bin"
-    default_storage = s.storage == config.DEFAULT_STORAGE
+    default_storage = s.storage == config.DEFAULT_STORAGE  # what `make dashboard` opens
     if default_storage:
         dashboard = _make("dashboard") + "      # optuna-dashboard at http://127.0.0.1:8080"
     else:

@@ -176,7 +176,7 @@ def lr_find_for(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_study_data(spec)
     build_model_for(spec, data)  # a user's model is checked before the study and the experiment are created
-    preflight.check_storage(config.DEFAULT_STORAGE if storage is None else storage)
+    preflight.check_storage(config.storage_url(storage))
     preflight.check_tracking(tracking_uri or config.default_tracking_uri())
     study = optuna.create_study(
         storage=open_storage(storage), study_name=spec.name, direction="minimize", load_if_exists=True

@@ -65,7 +65,7 @@ def open_existing_storage(storage: str | None) -> tuple[str, BaseStorage]:
     from pipeline.tuning.preflight import check_storage_url
     from pipeline.tuning.storage import open_storage
 
-    url = config.DEFAULT_STORAGE if storage is None else storage
+    url = config.storage_url(storage)
     check_storage_url(url)
     path = None
     if "://" not in url:
@@ -127,7 +127,7 @@ def list_studies(storage: str | None = None) -> list[dict]:
 
 def render_studies(rows: list[dict], storage: str | None) -> str:
     """The ``studies`` table; timestamps in UTC. A ``waiting`` column only when some study has enqueued trials."""
-    where = mask_url(config.DEFAULT_STORAGE if storage is None else storage)
+    where = mask_url(config.storage_url(storage))
     if not rows:
         return f"no study in {where}"
     states = [k for k in STATES if k != "waiting" or any(r["trials"]["waiting"] for r in rows)]

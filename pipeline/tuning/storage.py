@@ -42,7 +42,7 @@ def open_storage(url: str | None = None) -> BaseStorage:
     from pipeline.tuning.preflight import check_storage_url, rdb_engine_kwargs
     from pipeline.tuning.repair import OwnedJournalStorage
 
-    url = config.DEFAULT_STORAGE if url is None else url
+    url = config.storage_url(url)
     check_storage_url(url)
     try:
         if url.startswith("redis://"):
@@ -81,7 +81,7 @@ def open_storage(url: str | None = None) -> BaseStorage:
 def load_existing_study(spec: StudySpec, storage: str | None = None) -> optuna.Study:
     """Load a study that must already exist; ConfigError naming the study and the storage when it does not."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = config.DEFAULT_STORAGE if storage is None else storage
+    url = config.storage_url(storage)
     from pipeline.tuning.preflight import check_storage_url
 
     check_storage_url(url)
