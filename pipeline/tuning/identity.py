@@ -78,20 +78,37 @@ class StudyPlan:
     previous: str | None = None  # a new version: the study its warm start comes from
 
 
+def stored_backend(url: str) -> BaseStorage | None:
+    """The Optuna storage at ``url`` opened to read its studies, or None when it is a local file (journal or
+    sqlite) that does not exist yet: it holds no study, and opening it would create it, which a run refused later
+    (a bad tracking URI) must not leave behind."""
+    from pipeline.tuning.storage import open_storage
+
+    path = None
+    if "://" not in url:
+        path = Path(url)
+    elif url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :].split("?", 1)[0])
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        return None
+    return open_storage(url)
+
+
 def _user_attrs(backend: BaseStorage, name: str) -> dict[str, Any]:
     return backend.get_study_user_attrs(backend.get_study_id_from_name(name))
 
 
-def plan_study(spec: StudySpec, backend: BaseStorage, *, new_version: bool = False) -> StudyPlan:
+def plan_study(spec: StudySpec, backend: BaseStorage | None, *, new_version: bool = False) -> StudyPlan:
     """The study this run works on: the latest stored version of ``spec.name`` when its identity matches the
-    study file (or it has none yet), a new one when there is none or ``new_version`` asks for it.
+    study file (or it has none yet), a new one when there is none or ``new_version`` asks for it. ``backend``
+    None: a storage that holds no study yet (:func:`stored_backend`).
 
     Raises:
         ConfigError: the latest version's recorded identity differs from the study file's (and ``new_version`` is
             not set): each differing key as ``key: old -> new``, then the ways forward. Nothing is written.
     """
     identity = study_identity(spec)
-    found = versions(spec.name, optuna.get_all_study_names(backend))
+    found = versions(spec.name, optuna.get_all_study_names(backend)) if backend is not None else {}
     if not found:
         return StudyPlan(spec.name, spec.name, 1, identity, exists=False)
     latest = max(found)

@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline import config
+from pipeline.errors import ConfigError
 from pipeline.secrets import mask_url
 from pipeline.study.experiment import build_model_for, load_study_data
 from pipeline.study.spec import StudySpec
@@ -193,7 +194,7 @@ def _run_study(
     data = load_study_data(spec)
     spec.check_steps(data.n_train)
     build_model_for(spec, data)  # the model against the data; a user's model against finite differences
-    storage_url = config.DEFAULT_STORAGE if storage is None else storage
+    storage_url = config.storage_url(storage)
     preflight.check_seed(spec.seed, worker, file=str(spec.path))
     preflight.check_storage(storage_url)
     if track:
@@ -208,8 +209,9 @@ def _run_study(
 
         hold(exclusive_lock(storage_url, spec.name))
     # Which stored study this run works on (the latest version of spec.name, or a new one) and whether the study
-    # file still matches it: read only, before the MLflow experiment and the Optuna study are written.
-    backend = open_storage(storage_url)
+    # file still matches it: read only, before the MLflow experiment and the Optuna study are written (a journal
+    # or sqlite file that does not exist yet holds no study, and is created only once the tracking store is).
+    backend = identity.stored_backend(storage_url)
     plan = identity.plan_study(spec, backend, new_version=new_version)
     if plan.name != spec.name:  # a version: its own Optuna study and MLflow experiment
         spec = dataclasses.replace(spec, name=plan.name)
@@ -224,6 +226,13 @@ def _run_study(
                 "study_version": str(plan.version),
             },
         )
+    if backend is None:
+        try:
+            backend = open_storage(storage_url)
+        except ConfigError:
+            if tracker is not None:
+                tracker.close()
+            raise
 
     # Heartbeats (database storages): a worker that stops beating has its trial failed, retried with the same
     # params and its MLflow run terminated by whichever live worker notices (pipeline.tuning.rdb).
