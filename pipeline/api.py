@@ -98,6 +98,13 @@ def tune(
     )
 
 
+def _current(spec, storage: str | None):
+    """The study file's study as `tune` now resumes it: its latest version (``<name>.v2`` after ``--new-version``)."""
+    from pipeline.tuning.identity import current_version
+
+    return current_version(spec, storage)
+
+
 def best(study: Study, *, model=None, storage: str | None = None) -> dict | None:
     """The best complete trial as plain data (what ``best`` prints), or None when there is none.
 
@@ -109,7 +116,7 @@ def best(study: Study, *, model=None, storage: str | None = None) -> dict | None
     from pipeline.study.settings import complete_settings, spec_with_lr_range
     from pipeline.tuning.storage import best_trial_info, load_existing_study
 
-    spec = load(study, model=model)
+    spec = _current(load(study, model=model), storage)
     optuna_study = load_existing_study(spec, storage)
     info = best_trial_info(optuna_study)
     if info is None:
@@ -164,7 +171,9 @@ def lr_find(study: Study, *, model=None, storage: str | None = None, tracking_ur
     """The LR range test (Smith 2015): ``(RangeTestReport, plot path)``; the plot is logged and attached."""
     from pipeline.tuning.commands import lr_find_for
 
-    return lr_find_for(load(study, model=model), storage=storage, tracking_uri=tracking_uri)
+    return lr_find_for(
+        _current(load(study, model=model), storage), storage=storage, tracking_uri=tracking_uri
+    )
 
 
 def report(
@@ -181,7 +190,7 @@ def report(
     from pipeline.tuning.commands import study_report
 
     return study_report(
-        load(study, model=model),
+        _current(load(study, model=model), storage),
         storage=storage,
         tracking_uri=tracking_uri,
         out_dir=Path(out_dir) if out_dir else None,
@@ -223,7 +232,7 @@ def train_best(
     """
     from pipeline.tuning.export import train_best_trial
 
-    spec = load(study, model=model)
+    spec = _current(load(study, model=model), storage)
     folder = Path(out_dir) if out_dir else config.TRAINED_DIR / spec.name
     return TrainBest(**train_best_trial(spec, storage=storage, tracking_uri=tracking_uri, folder=folder,
                                         register=register, log=log))  # fmt: skip

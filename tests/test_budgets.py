@@ -246,8 +246,9 @@ def test_the_deadline_cuts_the_running_trial_at_an_epoch_and_prunes_it_in_both_s
     (trial,) = [t for t in stores.trials() if t.number == 1]
     assert trial.state == TrialState.PRUNED and trial.user_attrs["prune_reason"] == "deadline"
     assert 0 < trial.user_attrs["epochs_run"] < long["training"]["epochs"]
-    # The run ended well before the trial would have: within a third of a whole trial past the deadline.
-    assert summary["elapsed"] < timeout + trial_seconds / 3
+    # The run ended before the trial would have (a whole one took trial_seconds, three times the budget): the
+    # trial was cut, not run out. Relative to this machine's own trial time, so a loaded machine slows both.
+    assert summary["elapsed"] < 0.9 * trial_seconds
     assert math.isfinite(trial.value)  # ranked by the loss it reached, like any pruned trial
     client = MlflowClient(tracking_uri=f"sqlite:///{stores.db}")
     experiment = client.get_experiment_by_name(stores.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -353,6 +354,12 @@ def test_new_version_warm_starts_from_the_best_and_later_runs_resume_it(stores):
     assert "study versioned.v2 (version 2)" in out
     assert len(stores.study("versioned.v2").get_trials()) == 9
     assert not [n for n in stores.names() if n.startswith("versioned.v3")]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # `best` reads the version `tune` resumes, not version 1
+        assert cli.main(["best", str(path), "--storage", str(stores.journal)]) == 0
+    shown = json.loads(out.getvalue())
+    v2_best = stores.study("versioned.v2").best_trial
+    assert (shown["study"], shown["trial"], shown["value"]) == ("versioned.v2", v2_best.number, v2_best.value)
 
     study_yaml(
         REFERENCE, path, name="versioned", **{**STUDY, "training": {"epochs": 12}, "budget": {"trials": 2}}

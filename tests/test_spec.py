@@ -354,7 +354,7 @@ ERRORS = [
     ({"search.batch_size": {"low": 0, "high": 8, "log": False}}, "search.batch_size.low", r"an int >= 1", 0),
     ({"budget": {"trials": 0}}, "budget.trials", r"must be an int >= 1\.", 0),
     ({"budget": {"timeout": -5}}, "budget.timeout", r"must be a float > 0\.", -5),
-    ({"budget": {"trials": None}}, "budget", r"set trials or timeout", {"trials": None}),
+    ({"budget": {"trials": None}}, "budget", r"set trials, timeout or max_trials", {"trials": None}),
     # cross-field rules
     (
         {"search.schedule.choices.cosine.warmup_steps.high": 50},

@@ -224,3 +224,20 @@ def warm_start(
         f"trials of {study.study_name!r} (trials {numbers})"
     )
     return [head, *notes]
+
+
+def current_version(spec: StudySpec, storage: str | None) -> StudySpec:
+    """``spec`` named as the latest stored version of its study (``<name>.v2`` after ``tune --new-version``), so
+    that `best`, `report`, `lr-find` and `train-best` read the study `tune` now resumes; unchanged when only
+    version 1 exists, or nothing yet (the command then says there is no such study)."""
+    import dataclasses
+
+    from pipeline import config
+
+    backend = stored_backend(config.storage_url(storage))
+    if backend is None:
+        return spec
+    found = versions(spec.name, optuna.get_all_study_names(backend))
+    if not found or max(found) == 1:
+        return spec
+    return dataclasses.replace(spec, name=found[max(found)])
