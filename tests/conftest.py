@@ -1,4 +1,4 @@
-"""Shared fixtures of the end-to-end tests (tests/test_runner.py, tests/test_cli.py).
+"""Shared fixtures of the end-to-end tests (tests/test_run.py, tests/test_cli.py).
 
 Importing MLflow (~2 s) and creating a sqlite store (~3-5 s of migrations) dominate an end-to-end test, so the
 whole session uses ONE Optuna journal and ONE MLflow sqlite store under a temporary directory (never the

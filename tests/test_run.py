@@ -1,4 +1,5 @@
-"""pipeline.tuning end to end: studies tuned through the CLI into a temporary journal + MLflow sqlite store.
+"""pipeline/tuning/run.py, a study run, end to end: studies tuned through the CLI into a temporary journal + MLflow
+sqlite store.
 
 The studies are tuned once per session by the fixtures in conftest.py; the tests only read the storage and the
 MLflow store. Oracles are independent of the code under test: full-batch gradient descent on the diabetes split
