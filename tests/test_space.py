@@ -7,7 +7,7 @@ import math
 import re
 
 import pytest
-from test_spec import BASE, changed, write
+from test_loader import BASE, changed, write
 
 from pipeline.errors import ConfigError
 from pipeline.study.loader import load_study
