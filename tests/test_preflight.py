@@ -5,6 +5,8 @@ and the value in one message, no traceback, and both stores byte-identical."""
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 import socket
 import subprocess
 import sys
@@ -16,9 +18,10 @@ import pytest
 import yaml
 
 from pipeline import cli
-from pipeline.config import ROOT
+from pipeline.config import ROOT, STUDIES_DIR
 from pipeline.errors import ConfigError, shown
 from pipeline.secrets import mask_url
+from pipeline.study.loader import load_study_mapping
 
 BASE = {
     "name": "pre",
@@ -129,6 +132,368 @@ CASES = [
 ]
 
 
+EP = f"{STUDIES_DIR / 'models' / 'poly_ridge.py'}:"  # absolute: the bad study files are written elsewhere
+EP_DATA = {"entry_point": EP + "make_data"}
+EP_MODEL = {"entry_point": EP + "build"}
+
+
+def tpe(**params):
+    return edit("sampler", {"name": "tpe", **params})
+
+
+def pruner(name, **params):
+    return edit("pruner", {"name": name, **params})
+
+
+def lr_auto(**auto):
+    return edit("search.lr", {"auto": auto})
+
+
+def optimizer(name, **params):
+    return edit("search.optimizer", {"name": name, **params})
+
+
+def schedule(name, **params):
+    return edit("search.schedule", {"name": name, **params})
+
+
+# The rest of the schema: at least one row per key (test_the_table_has_a_row_for_every_schema_key checks it).
+CASES += [
+    # data: a CSV (data.csv, written by the fixture), a generator's params, an entry point
+    (
+        "data.target",
+        edit("data", {"dataset": "csv", "path": "data.csv", "target": "price"}),
+        "data.target",
+        "'price'",
+    ),
+    ("data.target.not-csv", edit("data.target", "y"), "data.target", "'y'"),
+    (
+        "data.task",
+        edit("data", {"dataset": "csv", "path": "data.csv", "target": "y", "task": "regresion"}),
+        "data.task",
+        "'regresion'",
+    ),
+    (
+        "data.params.n_features",
+        edit("data", {"dataset": "regression", "params": {"n_features": 10**5}}),
+        "data.params.n_features",
+        "100000",
+    ),
+    (
+        "data.params.n_informative",
+        edit("data", {"dataset": "regression", "params": {"n_informative": True}}),
+        "data.params.n_informative",
+        "True",
+    ),
+    (
+        "data.params.noise",
+        edit("data", {"dataset": "regression", "params": {"noise": "high"}}),
+        "data.params.noise",
+        "'high'",
+    ),
+    (
+        "data.params.bias",
+        edit("data", {"dataset": "regression", "params": {"bias": math.inf}}),
+        "data.params.bias",
+        "inf",
+    ),
+    (
+        "data.params.factor",
+        edit("data", {"dataset": "circles", "params": {"factor": [0.5]}}),
+        "data.params.factor",
+        "[0.5]",
+    ),
+    ("data.entry_point", edit("data", {"entry_point": "nope.py:make"}), "data.entry_point", "'nope.py:make'"),
+    ("data.entry_point.form", edit("data", {"entry_point": "make_data"}), "data.entry_point", "'make_data'"),
+    ("data.entry_point.params", edit("data", {**EP_DATA, "params": [300]}), "data.params", "[300]"),
+    (
+        "data.entry_point.params.seed",
+        edit("data", {**EP_DATA, "params": {"seed": 1}}),
+        "data.params.seed",
+        None,
+    ),
+    ("data.entry_point.unknown", edit("data", {**EP_DATA, "dataset": "diabetes"}), "data.dataset", None),
+    # model: the MLP's parameters, an entry point and its gradient check
+    (
+        "model.activation",
+        edit("model", {"name": "mlp", "hidden": 4, "activation": "relu6"}),
+        "model.activation",
+        "'relu6'",
+    ),
+    ("model.hidden.mlp", edit("model", {"name": "mlp", "hidden": 0}), "model.hidden", "0"),
+    (
+        "model.entry_point",
+        edit("model", {"entry_point": "nope.py:build"}),
+        "model.entry_point",
+        "'nope.py:build'",
+    ),
+    (
+        "model.entry_point.function",
+        edit("model", {"entry_point": EP + "bulid"}),
+        "model.entry_point",
+        "bulid'",
+    ),
+    (
+        "model.entry_point.wrong-gradient",
+        {**edit("data", EP_DATA), "model": {"entry_point": EP + "build_wrong"}},
+        "model.entry_point",
+        "build_wrong'",
+    ),
+    ("model.params", edit("model", {**EP_MODEL, "params": "degree 3"}), "model.params", "'degree 3'"),
+    (
+        "model.params.injected",
+        edit("model", {**EP_MODEL, "params": {"n_features": 2}}),
+        "model.params.n_features",
+        None,
+    ),
+    ("model.gradient_check", edit("model", {**EP_MODEL, "gradient_check": 3}), "model.gradient_check", "3"),
+    (
+        "model.gradient_check.points",
+        edit("model", {**EP_MODEL, "gradient_check": {"points": 0}}),
+        "model.gradient_check.points",
+        "0",
+    ),
+    (
+        "model.gradient_check.rtol",
+        edit("model", {**EP_MODEL, "gradient_check": {"rtol": -1e-4}}),
+        "model.gradient_check.rtol",
+        "-0.0001",
+    ),
+    (
+        "model.gradient_check.atol",
+        edit("model", {**EP_MODEL, "gradient_check": {"atol": "tiny"}}),
+        "model.gradient_check.atol",
+        "'tiny'",
+    ),
+    # search: batch size, the value forms, lr auto, every optimizer's and schedule's parameters
+    ("search.batch_size", edit("search.batch_size", "half"), "search.batch_size", "'half'"),
+    (
+        "search.batch_size.low",
+        edit("search.batch_size", {"low": 0, "high": 64}),
+        "search.batch_size.low",
+        "0",
+    ),
+    (
+        "search.batch_size.high",
+        edit("search.batch_size", {"low": 8, "high": 4}),
+        "search.batch_size.high",
+        "4",
+    ),
+    (
+        "search.batch_size.log",
+        edit("search.batch_size", {"low": 8, "high": 64, "log": "yes"}),
+        "search.batch_size.log",
+        "'yes'",
+    ),
+    (
+        "search.batch_size.choices",
+        edit("search.batch_size", {"choices": [32, 0]}),
+        "search.batch_size.choices[1]",
+        "0",
+    ),
+    ("search.lr.log", edit("search.lr", {"low": 1e-3, "high": 0.1, "log": 1}), "search.lr.log", "1"),
+    ("search.lr.choices", edit("search.lr", {"choices": [0.1, 0.1]}), "search.lr.choices", "[0.1, 0.1]"),
+    ("search.lr.choices.empty", edit("search.lr", {"choices": []}), "search.lr.choices", "[]"),
+    (
+        "search.lr.one_minus",
+        edit("search.lr", {"one_minus": {"low": 0.1, "high": 0.2}}),
+        "search.lr.one_minus",
+        None,
+    ),
+    ("search.lr.auto", edit("search.lr", {"auto": 5}), "search.lr.auto", "5"),
+    ("search.lr.auto.start_lr", lr_auto(start_lr=0), "search.lr.auto.start_lr", "0"),
+    ("search.lr.auto.end_lr", lr_auto(start_lr=1e-3, end_lr=1e-4), "search.lr.auto.end_lr", "0.0001"),
+    ("search.lr.auto.steps", lr_auto(steps=1), "search.lr.auto.steps", "1"),
+    ("search.lr.auto.ramp", lr_auto(ramp="linear-ish"), "search.lr.auto.ramp", "'linear-ish'"),
+    ("search.lr.auto.stop_factor", lr_auto(stop_factor=1), "search.lr.auto.stop_factor", "1"),
+    (
+        "search.lr.auto.step_lr",
+        lr_auto(ramp="segments", step_lr=0, iterations_per_value=2),
+        "search.lr.auto.step_lr",
+        "0",
+    ),
+    (
+        "search.lr.auto.iterations_per_value",
+        lr_auto(iterations_per_value=3),
+        "search.lr.auto.iterations_per_value",
+        "3",
+    ),
+    (
+        "search.optimizer.choices",
+        edit("search.optimizer", {"choices": ["sgd", "sgd"]}),
+        "search.optimizer.choices",
+        "['sgd', 'sgd']",
+    ),
+    ("search.optimizer.beta", optimizer("momentum", beta=1.5), "search.optimizer.beta", "1.5"),
+    (
+        "search.optimizer.beta.low",
+        optimizer("momentum", beta={"low": -0.5, "high": 0.9, "log": False}),
+        "search.optimizer.beta.low",
+        "-0.5",
+    ),
+    (
+        "search.optimizer.beta.high",
+        optimizer("momentum", beta={"low": 0.5, "high": 0.4, "log": False}),
+        "search.optimizer.beta.high",
+        "0.4",
+    ),
+    (
+        "search.optimizer.beta.log",
+        optimizer("momentum", beta={"low": 0.5, "high": 0.9, "log": "no"}),
+        "search.optimizer.beta.log",
+        "'no'",
+    ),
+    (
+        "search.optimizer.beta.log-near-1",
+        optimizer("momentum", beta={"low": 0.5, "high": 0.9}),
+        "search.optimizer.beta",
+        "'low': 0.5",
+    ),
+    (
+        "search.optimizer.beta.choices",
+        optimizer("momentum", beta={"choices": [0.9, 2.0]}),
+        "search.optimizer.beta.choices[1]",
+        "2.0",
+    ),
+    (
+        "search.optimizer.beta.one_minus",
+        optimizer("momentum", beta={"one_minus": {"low": 0.01, "high": 0.1}, "low": 0.1}),
+        "search.optimizer.beta",
+        "'one_minus'",
+    ),
+    (
+        "search.optimizer.beta.one_minus.low",
+        optimizer("momentum", beta={"one_minus": {"low": 0, "high": 0.1}}),
+        "search.optimizer.beta.one_minus.low",
+        "0",
+    ),
+    (
+        "search.optimizer.beta.one_minus.high",
+        optimizer("momentum", beta={"one_minus": {"low": 0.1, "high": 0.05}}),
+        "search.optimizer.beta.one_minus.high",
+        "0.05",
+    ),
+    ("search.optimizer.beta1", optimizer("adam", beta1=1.0), "search.optimizer.beta1", "1.0"),
+    ("search.optimizer.beta2", optimizer("adam", beta2=-0.1), "search.optimizer.beta2", "-0.1"),
+    ("search.optimizer.eps", optimizer("adagrad", eps=0.0), "search.optimizer.eps", "0.0"),
+    ("search.optimizer.rho", optimizer("rmsprop", rho=2.0), "search.optimizer.rho", "2.0"),
+    ("search.optimizer.unknown", optimizer("sgd", beta=0.9), "search.optimizer.beta", None),
+    ("search.schedule.choices", edit("search.schedule", {"choices": []}), "search.schedule.choices", "[]"),
+    (
+        "search.schedule.warmup_steps",
+        schedule("constant", warmup_steps=-1),
+        "search.schedule.warmup_steps",
+        "-1",
+    ),
+    (
+        "search.schedule.warmup_steps.too-long",
+        schedule("constant", warmup_steps=10),
+        "search.schedule.warmup_steps",
+        "10",
+    ),
+    (
+        "search.schedule.decay_steps",
+        schedule("step", decay_steps=0, gamma=0.5),
+        "search.schedule.decay_steps",
+        "0",
+    ),
+    ("search.schedule.decay_steps.missing", schedule("step", gamma=0.5), "search.schedule.decay_steps", None),
+    ("search.schedule.gamma", schedule("step", decay_steps=2, gamma=1.5), "search.schedule.gamma", "1.5"),
+    (
+        "search.schedule.min_lr_ratio",
+        schedule("cosine", min_lr_ratio=2.0),
+        "search.schedule.min_lr_ratio",
+        "2.0",
+    ),
+    (
+        "search.schedule.warmup_fraction",
+        schedule("one_cycle", warmup_fraction=1.5),
+        "search.schedule.warmup_fraction",
+        "1.5",
+    ),
+    (
+        "search.schedule.initial_lr_ratio",
+        schedule("one_cycle", initial_lr_ratio=-1.0),
+        "search.schedule.initial_lr_ratio",
+        "-1.0",
+    ),
+    (
+        "search.schedule.half_cycle_steps",
+        schedule("cyclic", half_cycle_steps=0),
+        "search.schedule.half_cycle_steps",
+        "0",
+    ),
+    ("search.schedule.factor", schedule("plateau", factor=1.5), "search.schedule.factor", "1.5"),
+    ("search.schedule.patience", schedule("plateau", patience=-1), "search.schedule.patience", "-1"),
+    ("search.schedule.threshold", schedule("plateau", threshold=-0.1), "search.schedule.threshold", "-0.1"),
+    ("search.schedule.cooldown", schedule("plateau", cooldown=-1), "search.schedule.cooldown", "-1"),
+    # budget: the study-wide cap and convergence
+    ("budget.max_trials", edit("budget.max_trials", 0), "budget.max_trials", "0"),
+    ("budget.max_trials.type", edit("budget.max_trials", 2.5), "budget.max_trials", "2.5"),
+    ("budget.patience", edit("budget.patience", 0), "budget.patience", "0"),
+    (
+        "budget.tolerance",
+        edit("budget", {"trials": 2, "patience": 3, "tolerance": 1.5}),
+        "budget.tolerance",
+        "1.5",
+    ),
+    ("budget.tolerance.without-patience", edit("budget.tolerance", 0.01), "budget.tolerance", "0.01"),
+    ("budget.unknown", edit("budget.max_trial", 5), "budget.max_trial", None),
+    # sampler (tpe) and pruner parameters
+    ("sampler.n_ei_candidates", tpe(n_ei_candidates=0), "sampler.n_ei_candidates", "0"),
+    ("sampler.multivariate", tpe(multivariate="yes"), "sampler.multivariate", "'yes'"),
+    ("sampler.group", tpe(group=True, multivariate=False), "sampler.group", "True"),
+    ("sampler.constant_liar", tpe(constant_liar=1), "sampler.constant_liar", "1"),
+    ("sampler.consider_endpoints", tpe(consider_endpoints="no"), "sampler.consider_endpoints", "'no'"),
+    ("sampler.prior_weight", tpe(prior_weight=0), "sampler.prior_weight", "0"),
+    ("sampler.grid-needs-choices", edit("sampler", "grid"), "search.lr", "{'low': 0.001"),
+    ("pruner.n_warmup_steps", pruner("median", n_warmup_steps=-1), "pruner.n_warmup_steps", "-1"),
+    ("pruner.interval_steps", pruner("median", interval_steps=0), "pruner.interval_steps", "0"),
+    ("pruner.n_min_trials", pruner("median", n_min_trials=0), "pruner.n_min_trials", "0"),
+    ("pruner.percentile", pruner("percentile", percentile=150), "pruner.percentile", "150"),
+    ("pruner.percentile.missing", pruner("percentile"), "pruner.percentile", None),
+    ("pruner.min_resource", pruner("hyperband", min_resource=0), "pruner.min_resource", "0"),
+    ("pruner.max_resource", pruner("hyperband", max_resource="lots"), "pruner.max_resource", "'lots'"),
+    ("pruner.reduction_factor", pruner("hyperband", reduction_factor=1), "pruner.reduction_factor", "1"),
+    ("pruner.bootstrap_count", pruner("hyperband", bootstrap_count=-1), "pruner.bootstrap_count", "-1"),
+    (
+        "pruner.min_early_stopping_rate",
+        pruner("successive_halving", min_early_stopping_rate=-1),
+        "pruner.min_early_stopping_rate",
+        "-1",
+    ),
+    # workers (several machines): heartbeat, grace period, retries
+    ("workers", edit("workers", 5), "workers", "5"),
+    (
+        "workers.heartbeat_interval",
+        edit("workers", {"heartbeat_interval": 0}),
+        "workers.heartbeat_interval",
+        "0",
+    ),
+    (
+        "workers.heartbeat_interval.type",
+        edit("workers", {"heartbeat_interval": 2.5}),
+        "workers.heartbeat_interval",
+        "2.5",
+    ),
+    (
+        "workers.grace_period",
+        edit("workers", {"heartbeat_interval": 10, "grace_period": 5}),
+        "workers.grace_period",
+        "5",
+    ),
+    (
+        "workers.grace_period.without-interval",
+        edit("workers", {"grace_period": 30}),
+        "workers.grace_period",
+        "30",
+    ),
+    ("workers.max_retry", edit("workers", {"max_retry": -1}), "workers.max_retry", "-1"),
+    ("workers.unknown", edit("workers", {"heartbeat": 5}), "workers.heartbeat", None),
+    ("tracking.unknown", edit("tracking.points", 5), "tracking.points", None),
+]
+
+
 def digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
@@ -139,6 +504,7 @@ def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("preflight")
     good = root / "good.yaml"
     good.write_text(yaml.safe_dump(BASE), encoding="utf-8")
+    (root / "data.csv").write_text("a,b,y\n1,2,3\n4,5,6\n7,8,9\n1,1,1\n2,2,2\n", encoding="utf-8")
     journal, db = root / "optuna.journal", root / "mlruns" / "mlflow.db"
     args = ["--storage", str(journal), "--tracking-uri", f"sqlite:///{db}"]
     assert cli.main(["tune", str(good), *args, "--no-progress"]) == 0
@@ -168,6 +534,97 @@ def test_every_broken_key_exits_2_naming_file_key_value_and_writes_nothing(store
         assert value in line, line
     assert len(line) < 1500, f"message of {len(line)} characters"
     assert (digest(journal), digest(db)) == before
+
+
+_BOGUS = "zz_not_a_key"
+
+
+def _listed(section, value) -> set[str]:
+    """The keys the loader lists as valid when ``section`` (a dotted path; None = the top) holds an unknown key."""
+    study = yaml.safe_load(yaml.safe_dump(BASE))
+    if section is None:
+        study[_BOGUS] = 1
+    else:
+        *parents, last = section.split(".")
+        node = study
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    with pytest.raises(ConfigError) as caught:
+        load_study_mapping(study, base_dir=STUDIES_DIR)
+    found = re.search(
+        r"'([^']*)': unknown key; (?:valid keys are ([^.]*)\.|.* takes no parameters)", str(caught.value)
+    )
+    assert found and found[1].endswith(_BOGUS), str(caught.value)
+    where = found[1].removesuffix(_BOGUS)
+    return {where + k for k in found[2].split(", ")} if found[2] else set()
+
+
+def schema_keys() -> set[str]:
+    """Every key of the study-file schema, as the loader itself lists them when a section holds an unknown key
+    (so a key added to the loader shows up here without anyone updating this test).
+
+    Parameters under a catalogue (sampler, pruner, optimizer, schedule, model, a dataset's params) are taken from
+    every entry of the catalogue, under their generic path (``sampler.n_startup_trials`` for every sampler that
+    takes it). The value forms of a searched parameter (low, high, log, choices, one_minus) are read by one
+    function for every parameter (SearchValueReader.param): they are probed on ``search.lr``, ``search.batch_size``
+    and on a factor near 1 (``search.optimizer.beta``, the only kind that takes one_minus).
+    """
+    from pipeline.core.models import MODEL_PARAMS
+    from pipeline.core.optimizers import OPTIMIZER_PARAMS
+    from pipeline.core.schedules import SCHEDULE_PARAMS
+    from pipeline.datasets import DATASET_PARAMS
+    from pipeline.study.space import PRUNER_PARAMS, SAMPLER_PARAMS
+
+    bogus = {_BOGUS: 1}
+    ep = "models/poly_ridge.py:"
+    probes = [
+        (None, None),
+        ("data", {"dataset": "diabetes", **bogus}),
+        ("data", {"entry_point": ep + "make_data", **bogus}),
+        *(("data", {"dataset": d, "params": bogus}) for d in DATASET_PARAMS if DATASET_PARAMS[d]),
+        *(("model", {"name": m, **bogus}) for m in MODEL_PARAMS),
+        ("model", {"entry_point": ep + "build", **bogus}),
+        ("model", {"entry_point": ep + "build", "gradient_check": bogus}),
+        *((s, bogus) for s in ("training", "budget", "tracking", "workers", "search")),
+        *(("sampler", {"name": s, **bogus}) for s in SAMPLER_PARAMS),
+        *(("pruner", {"name": p, **bogus}) for p in PRUNER_PARAMS),
+        *(("search.optimizer", {"name": o, **bogus}) for o in OPTIMIZER_PARAMS),
+        ("search.optimizer", {"choices": ["sgd"], **bogus}),
+        *(("search.schedule", {"name": s, **bogus}) for s in SCHEDULE_PARAMS),
+        ("search.schedule", {"choices": ["constant"], **bogus}),
+        ("search.lr", {"low": 1e-3, "high": 0.1, **bogus}),
+        ("search.lr", {"auto": {}, **bogus}),
+        ("search.lr", {"auto": bogus}),
+        ("search.batch_size", {"low": 8, "high": 64, **bogus}),
+        ("search.optimizer", {"name": "momentum", "beta": {"low": 0.5, "high": 0.9, "log": False, **bogus}}),
+        ("search.optimizer", {"name": "momentum", "beta": {"one_minus": bogus}}),
+    ]
+    keys = set().union(*(_listed(section, value) for section, value in probes))
+    return keys | {
+        "search.optimizer.name",
+        "search.schedule.name",
+    }  # the name form (a name is required there)
+
+
+def test_the_table_has_a_row_for_every_schema_key():
+    """Every key the loader accepts is broken by at least one row of CASES: a row naming the key itself or a key
+    under it (``search.lr.auto`` by ``search.lr.auto.steps``). A key added to the loader without a row fails here."""
+    named = [case[2] for case in CASES]
+    missing = sorted(
+        key
+        for key in schema_keys()
+        if not any(n == key or n.startswith((f"{key}.", f"{key}[")) for n in named)
+    )
+    assert not missing, f"keys of the study-file schema with no row in CASES: {missing}"
+    # The probe itself sees the sections added last (budgets, several machines) and a catalogue's parameters.
+    assert {"budget.max_trials", "budget.patience", "budget.tolerance"} <= schema_keys()
+    assert {"workers.heartbeat_interval", "workers.grace_period", "workers.max_retry"} <= schema_keys()
+    assert {
+        "pruner.min_early_stopping_rate",
+        "search.schedule.cooldown",
+        "data.params.factor",
+    } <= schema_keys()
 
 
 @pytest.mark.slow

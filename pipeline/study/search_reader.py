@@ -171,7 +171,9 @@ class SearchValueReader:
                     raise self.error("must not repeat a name.", f"{key}.choices", choices)
                 choices = {c: {} for c in choices}
             if not isinstance(choices, dict) or not choices:
-                raise self.error(f"must map {kind} names to their parameters.", f"{key}.choices", choices)
+                raise self.error(
+                    f"must map {kind} names to their parameters.", f"{key}.choices", raw["choices"]
+                )
             branches = tuple(
                 self.branch(
                     name,
@@ -243,6 +245,11 @@ class SearchValueReader:
             p, sub, given = varied
             raise self.error(message, f"{key}.{p}{sub}", given) from None
         if named in params:
+            # The representative value is one of the ends (a range's low end, the first choice): name that end,
+            # as a failure at any other end is named (search.optimizer.beta.low, not the whole range).
+            end = next((e for e in params[named].ends() if e[2] == params[named].representative), None)
+            if end is not None:
+                raise self.error(message, f"{key}.{named}{end[0]}", end[1]) from None
             raise self.error(message, f"{key}.{named}", params[named].shown) from None
         raise self.error(message, key, {p: v.shown for p, v in params.items()}) from None
 
