@@ -125,10 +125,11 @@ def test_a_curve_is_one_transaction_on_a_database_and_reads_back_as_reported(tmp
     for step, value in curve.items():
         buffer(value, step)
     assert not commits  # kept, not written
-    buffer.write()
-    assert len(commits) == 1
+    rdb.write_trial_end(trial, {"epochs_run": 10, "prune_reason": None}, buffer.take())
+    assert len(commits) == 1  # the attributes and the whole curve
     study.tell(trial, 0.25)
-    assert optuna.load_study(study_name="c", storage=url).trials[0].intermediate_values == curve
+    (stored,) = optuna.load_study(study_name="c", storage=url).trials
+    assert stored.intermediate_values == curve and stored.user_attrs == {"epochs_run": 10, "prune_reason": None}
     # a journal file: one report each, same values
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
     other = optuna.create_study(storage=journal, study_name="c")

@@ -11,6 +11,8 @@ pipeline  studies/diabetes-reference.yaml, 100 trials: (a) this pipeline (journa
           with no tracking. Prints trials/s and the ratios a/b and a/c.
 commands  `best` against `python -c "import optuna"`, and `tune` from start to its first trial on warm stores
           (pipeline/bench/commands.py).
+workers   the reference study's per-trial time on SQLite and PostgreSQL against a journal file, and 1 against 2
+          workers on the MLP study (pipeline/bench/workers.py).
 """
 
 from __future__ import annotations
@@ -132,7 +134,9 @@ def bench_core(repeats: int = 100) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["core", "pipeline", "commands", "all"])
+    parser.add_argument(
+        "what", nargs="?", default="all", choices=["core", "pipeline", "commands", "workers", "all"]
+    )
     parser.add_argument("--trials", type=int, default=100, help="trials for (a) and (c) (default 100)")
     parser.add_argument(
         "--baseline-trials",
@@ -151,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
             storage, tracking = warm_stores(Path(tmp))
             bench_best(storage)
             bench_first_trial(storage, tracking)
+    if args.what in ("workers", "all"):
+        from pipeline.bench.workers import bench_scaling, bench_storages
+
+        with tempfile.TemporaryDirectory(prefix="lr-bench-") as tmp:
+            bench_storages(Path(tmp))
+            bench_scaling(Path(tmp))
     if args.what in ("pipeline", "all"):
         from pipeline.bench.pipeline import bench_pipeline
 

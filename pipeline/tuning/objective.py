@@ -223,16 +223,14 @@ class Objective:
         raise interrupt.TrialInterrupted(tags["error"])
 
     def _finish(self, trial, run_id, result: TrainResult | None, state: str, tags: dict) -> None:
-        buffered = getattr(self, "_curve_buffer", None)
-        if buffered is not None:
-            buffered.write()
         attrs = {
             k: v for k, v in tags.items() if k in ("prune_reason", "diverged_epoch", "error", "fail_reason")
         }
         if result is not None:
             attrs["epochs_run"] = result.epochs_run
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        # One transaction on a database storage: these attributes and the curve kept back (no pruner reads it).
+        buffered = getattr(self, "_curve_buffer", None)
+        rdb.write_trial_end(trial, attrs, buffered.take() if buffered is not None else {})
         if self.tracker is None or run_id is None:
             return
         curves, final = {}, {}

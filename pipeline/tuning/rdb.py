@@ -25,6 +25,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -44,10 +45,42 @@ def is_database(url: str) -> bool:
 
 
 def pool_kwargs(url: str) -> dict:
-    """Pool bounds for a server database (SQLite is a file: SQLAlchemy gives it its own per-thread pool)."""
+    """Pool bounds for a server database (SQLite is a file: SQLAlchemy gives it its own pool), and PostgreSQL's
+    asynchronous commit for this pipeline's sessions (see :func:`tune_engine`)."""
     if url.startswith("sqlite:"):
         return {}
-    return {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": POOL_TIMEOUT}
+    kwargs = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": POOL_TIMEOUT}
+    if url.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+        from pipeline.tuning.preflight import rdb_engine_kwargs
+
+        connect = rdb_engine_kwargs(url).get("connect_args", {})  # keeps the connect timeout
+        kwargs["connect_args"] = {**connect, "options": "-c synchronous_commit=off"}
+    return kwargs
+
+
+def _sqlite_wal(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def tune_engine(storage: RDBStorage) -> RDBStorage:
+    """Commit without waiting for the disk, where a crash can then lose only the last moments, never consistency.
+
+    - PostgreSQL: ``synchronous_commit=off`` for these sessions (set by :func:`pool_kwargs`): a commit returns
+      before its WAL record is flushed; a *server* crash can lose the last ~0.6 s of commits (a finished trial then
+      reads as RUNNING, which the heartbeat or the next start repairs); a killed worker loses nothing.
+    - SQLite: WAL journal with ``synchronous=NORMAL``: one fsync per checkpoint instead of two per commit; a power
+      cut can lose the last commits, never the file. Readers (the dashboard) no longer block the writer.
+    Measured here: a user-attribute write 10.6 -> 5.6 ms on PostgreSQL, 20.6 -> 4.8 ms on SQLite (2 cores, loaded).
+    """
+    if storage.engine.name == "sqlite":
+        import sqlalchemy
+
+        storage.engine.dispose()  # the connections made while Optuna checked the schema: reopened with WAL
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_wal)
+    return storage
 
 
 @dataclass(frozen=True)
@@ -122,11 +155,13 @@ def retry_of(trial: optuna.Trial) -> int | None:
     return trial._cached_frozen_trial.system_attrs.get("failed_trial")
 
 
-def report_curve(trial: optuna.Trial, values: Mapping[int, float]) -> None:
-    """Write a trial's intermediate values ``{step: value}``: one transaction on a database storage, one
-    ``trial.report`` each on any other (a journal append is already cheap)."""
+def write_trial_end(trial: optuna.Trial, attrs: Mapping[str, Any], values: Mapping[int, float]) -> None:
+    """Write a trial's last user attributes and its kept intermediate values ``{step: value}``: one transaction on a
+    database storage; on any other, one ``set_user_attr`` / ``trial.report`` each (a journal append is cheap)."""
     rdb = unwrap(trial.storage)
-    if rdb is None or len(values) < 2:
+    if rdb is None or len(attrs) + len(values) < 2:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
         for step, value in sorted(values.items()):
             trial.report(value, step)
         return
@@ -135,26 +170,37 @@ def report_curve(trial: optuna.Trial, values: Mapping[int, float]) -> None:
 
     trial_id = trial._trial_id
     with _create_scoped_session(rdb.scoped_session, True) as session:
-        row = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        rdb.check_trial_is_updatable(trial_id, row.state)
-        model = models.TrialIntermediateValueModel
-        existing = {
-            m.step: m for m in session.query(model).filter(model.trial_id == trial_id).all()
-        }  # none, unless a retry inherited its original's values
-        for step, value in sorted(values.items()):
-            stored, kind = model.intermediate_value_to_stored_repr(float(value))
-            if step in existing:
-                existing[step].intermediate_value, existing[step].intermediate_value_type = stored, kind
-            else:
-                session.add(
-                    model(
-                        trial_id=trial_id,
-                        step=int(step),
-                        intermediate_value=stored,
-                        intermediate_value_type=kind,
+        for key, value in attrs.items():  # Optuna's own upsert, minus its commit
+            rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+        if values:
+            row = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            rdb.check_trial_is_updatable(trial_id, row.state)
+            model = models.TrialIntermediateValueModel
+            existing = {  # none, unless a retry inherited its original's values
+                m.step: m for m in session.query(model).filter(model.trial_id == trial_id).all()
+            }
+            for step, value in sorted(values.items()):
+                stored, kind = model.intermediate_value_to_stored_repr(float(value))
+                if step in existing:
+                    existing[step].intermediate_value = stored
+                    existing[step].intermediate_value_type = kind
+                else:
+                    session.add(
+                        model(
+                            trial_id=trial_id,
+                            step=int(step),
+                            intermediate_value=stored,
+                            intermediate_value_type=kind,
+                        )
                     )
-                )
-    trial._cached_frozen_trial.intermediate_values.update({int(s): float(v) for s, v in values.items()})
+    cached = trial._cached_frozen_trial
+    cached.user_attrs.update(attrs)
+    cached.intermediate_values.update({int(s): float(v) for s, v in values.items()})
+
+
+def report_curve(trial: optuna.Trial, values: Mapping[int, float]) -> None:
+    """A trial's intermediate values ``{step: value}`` in one write (see :func:`write_trial_end`)."""
+    write_trial_end(trial, {}, values)
 
 
 class CurveBuffer:
@@ -167,10 +213,9 @@ class CurveBuffer:
     def __call__(self, value: float, step: int) -> None:
         self.values[int(step)] = float(value)
 
-    def write(self) -> None:
-        if self.values:
-            values, self.values = self.values, {}
-            report_curve(self.trial, values)
+    def take(self) -> dict[int, float]:
+        values, self.values = self.values, {}
+        return values
 
 
 def heartbeat_for(spec, storage_url: str, log: Callable[[str], None] | None = None) -> Heartbeat | None:

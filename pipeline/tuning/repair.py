@@ -115,9 +115,12 @@ def reconcile_runs(study: optuna.Study, tracker, *, failed: dict[int, str] | Non
     if tracker is None:
         return {}
     failed = failed or {}
+    # The runs first, then the trials: a trial is created before its run, so every run found here has its trial in
+    # the snapshot below. The other order takes a live worker's brand-new run for one whose trial is missing.
+    runs = tracker.running_trial_runs(study.study_name)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     done: dict[str, str] = {}
-    for run in tracker.running_trial_runs(study.study_name):
+    for run in runs:
         try:
             number = int(run.data.tags["trial_number"])
         except ValueError:
