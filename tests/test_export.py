@@ -96,10 +96,15 @@ def test_the_pyfunc_model_carries_the_users_code_and_reproduces_predictions(e2e_
     Z = (raw - mean) / std
     Phi = PolynomialFeatures(3, include_bias=False).fit_transform(Z)
     expected = (Phi @ params[:-1] + params[-1]) * y_std + y_mean
+    # The project's own prediction (the saved model, as train-best left it), before the model file goes.
+    from pipeline.study.trained import TrainedModel
+
+    own = TrainedModel.load(out).predict(frame)
     # The model file is gone: the loaded model runs the copy it carries.
     shutil.rmtree(path.parent / "models")
     got = load_in_a_fresh_process(e2e_store.tracking_uri, "models:/t12-poly/1", frame, tmp_path)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got, own, rtol=1e-12, atol=1e-12)
     # And against the true surface the data came from (noise 0.1): the model learnt it.
     truth = raw[:, 0] ** 3 - 2 * raw[:, 0] * raw[:, 1] + 0.5 * raw[:, 1] ** 2
     assert np.sqrt(np.mean((np.asarray(got) - truth) ** 2)) < 0.5
