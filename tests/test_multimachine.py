@@ -129,7 +129,10 @@ def test_a_curve_is_one_transaction_on_a_database_and_reads_back_as_reported(tmp
     assert len(commits) == 1  # the attributes and the whole curve
     study.tell(trial, 0.25)
     (stored,) = optuna.load_study(study_name="c", storage=url).trials
-    assert stored.intermediate_values == curve and stored.user_attrs == {"epochs_run": 10, "prune_reason": None}
+    assert stored.intermediate_values == curve and stored.user_attrs == {
+        "epochs_run": 10,
+        "prune_reason": None,
+    }
     # a journal file: one report each, same values
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
     other = optuna.create_study(storage=journal, study_name="c")
@@ -374,3 +377,19 @@ def test_eight_workers_stay_within_k_n_plus_c_connections(tmp_path):
             assert max(per_worker) <= k + rdb.POOL_OVERFLOW
             assert server <= c
             assert total_peak[0] <= k * workers + c
+
+
+def test_a_new_trial_on_a_database_names_its_owner_in_the_write_that_creates_it(tmp_path):
+    from pipeline.tuning import owner
+    from pipeline.tuning.repair import OWNER_ATTR, claim
+    from pipeline.tuning.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    study = optuna.create_study(storage=storage, study_name="owned")
+    commits = []
+    sqlalchemy.event.listen(rdb.unwrap(storage).engine, "commit", lambda conn: commits.append(1))
+    trial = study.ask()
+    asked = len(commits)
+    claim(trial)  # already the owner, from the trial's creation: no write
+    assert len(commits) == asked
+    assert study.trials[0].user_attrs[OWNER_ATTR] == owner.me()

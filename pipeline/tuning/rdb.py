@@ -58,6 +58,40 @@ def pool_kwargs(url: str) -> dict:
     return kwargs
 
 
+class OwnedRDBStorage(RDBStorage):
+    """Optuna's RDBStorage whose new trials carry their owner (``host:pid:start``) from the transaction that creates
+    them, as :class:`pipeline.tuning.repair.OwnedJournalStorage` does for journal files: no instant without an
+    owner, and no separate write for it (the objective's ``claim`` then finds itself already recorded)."""
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        # The method both RDBStorage.create_new_trial and Optuna's cache in front of it call.
+        if template_trial is None:
+            import datetime
+
+            from pipeline.tuning import owner
+            from pipeline.tuning.repair import OWNER_ATTR
+
+            template_trial = FrozenTrial(
+                number=-1,
+                state=optuna.trial.TrialState.RUNNING,
+                value=None,
+                datetime_start=datetime.datetime.now(),  # naive local time, as RDBStorage stores its own
+                datetime_complete=None,
+                params={},
+                distributions={},
+                user_attrs={OWNER_ATTR: owner.me()},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=-1,
+            )
+        return super()._create_new_trial(study_id, template_trial)
+
+
+def open_database(url: str, engine_kwargs: dict) -> RDBStorage:
+    """The storage :func:`pipeline.tuning.storage.open_storage` gives for a database URL."""
+    return tune_engine(OwnedRDBStorage(url, engine_kwargs=engine_kwargs))
+
+
 def _sqlite_wal(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

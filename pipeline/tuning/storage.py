@@ -50,11 +50,9 @@ def open_storage(url: str | None = None) -> BaseStorage:
 
             return OwnedJournalStorage(JournalRedisBackend(url))
         if "://" in url:
-            from pipeline.tuning.rdb import pool_kwargs, tune_engine
+            from pipeline.tuning.rdb import open_database, pool_kwargs
 
-            return tune_engine(
-                optuna.storages.RDBStorage(url, engine_kwargs={**rdb_engine_kwargs(url), **pool_kwargs(url)})
-            )
+            return open_database(url, {**rdb_engine_kwargs(url), **pool_kwargs(url)})
         _check_journal_file(Path(url))
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         try:
