@@ -265,10 +265,17 @@ def test_the_dashboard_shows_the_study_with_its_trial_count_note_and_learning_cu
     keep(page, "dashboard-study")
     text = page.inner_text("body")
     assert "Intermediate values" in text
-    assert "Linear regression on scikit-learn's diabetes data" in text  # the study's note: its description
-    assert str(tuned.study_file) in text  # ... and its file
+    assert str(tuned.study_file) in text  # the study's file, on the first page of "Study User Attributes"
     curves = plot_layout(page, "graph-intermediate-values")
     assert curves["traces"] >= len(tuned.study.get_trials(states=(TrialState.COMPLETE,)))
+
+    # optuna-dashboard 0.21 shows the study's note on its own page: "Note" in the sidebar, one click away.
+    page.get_by_role("link", name="Note").first.click()
+    page.get_by_text("Linear regression on scikit-learn's diabetes data").first.wait_for()
+    keep(page, "dashboard-note")
+    text = page.inner_text("body")
+    assert "/note" in page.url
+    assert str(tuned.study_file) in text  # the note: the description and the file
 
     page.goto(f"{dashboard}/dashboard/studies/{study_id}/trials")
     page.get_by_text(f"{TRIALS} Trials").first.wait_for()  # the trial count

@@ -39,6 +39,19 @@ def test_a_few_named_weights_are_drawn_as_named_stems_not_a_histogram():
     assert not ax.patches  # no histogram bars
 
 
+def test_a_bias_stem_has_no_y_ticks_and_the_legend_names_no_mean_when_no_histogram_drew_one():
+    weights = {"w": np.array([0.3, -0.2, 0.1, 0.0]), "b": np.array([0.05])}
+    fig = plots.plot_weight_histograms([0.1], [weights], labels={"w": ["w[a]", "w[b]", "w[c]", "w[d]"]})
+    bias = fig.axes[1]
+    assert list(bias.get_yticks()) == []  # a stem's height (1) is no count
+    assert "b = 0.05" in [t.get_text() for t in bias.texts]
+    assert "mean" not in [t.get_text() for t in fig.legends[0].get_texts()]
+    # With a histogram (an unnamed array of many values), the dashed mean line is drawn and named.
+    fig = plots.plot_weight_histograms([0.1], [{"W": np.linspace(-1, 1, 50)}])
+    assert "mean" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert fig.axes[0].get_ylabel() == "lr = 0.1\ncount"
+
+
 @pytest.mark.parametrize(
     ("blocks", "expected"),
     [

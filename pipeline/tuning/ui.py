@@ -29,9 +29,9 @@ def study_note(spec: StudySpec) -> str:
 
 
 def describe_study(study: optuna.Study, spec: StudySpec) -> None:
-    """Show the study's description and file in optuna-dashboard: as user attributes (its "Study user
-    attributes" table) and as the study's note (the box at the top of the study page). The note is written only
-    when it changed: optuna-dashboard's package takes a second or two to import."""
+    """Show the study's description and file in optuna-dashboard: as user attributes (the study page's "Study
+    User Attributes" table) and as the study's note (0.21 shows it on its own page, "Note" in the sidebar). The
+    note is written only when it changed: optuna-dashboard's package takes a second or two to import."""
     note = study_note(spec)
     if study.user_attrs.get("description") != spec.description:
         study.set_user_attr("description", spec.description)

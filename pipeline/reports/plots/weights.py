@@ -194,6 +194,7 @@ def plot_weight_histograms(
     rows, cols = n, len(names)
     fig = Figure(figsize=(3.1 * cols + 1.0, 2.0 * rows + 0.9), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
+    drew_histogram = False  # the legend names the dashed mean line only when a histogram drew one
     for c, name in enumerate(names):
         blocks = [finite[r][c] for r in ok_rows]
         shared = limits(blocks) if comparable(blocks) else None
@@ -241,6 +242,7 @@ def plot_weight_histograms(
                 )  # room for the mean's label above the bars
                 mean = float(f.mean())
                 ax.axvline(mean, color="black", linestyle="--", linewidth=1)
+                drew_histogram = True
                 ax.text(
                     0.97,
                     0.93,
@@ -253,7 +255,11 @@ def plot_weight_histograms(
                 )
             if span is not None:
                 ax.set_xlim(*span)
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            stems = bool(len(f)) and len(values[r][c]) <= few  # a stem's height means nothing: no y ticks
+            if stems:
+                ax.set_yticks([])
+            else:
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
             if r == 0:
                 count = values[r][c].size
@@ -261,14 +267,15 @@ def plot_weight_histograms(
                 ax.set_title(f"{name} ({count} value{'s' if count != 1 else ''}{note})", fontsize="medium")
             if c == 0:
                 label = f"lr = {_fmt(lrs[r])}" + ("\n(diverged, own x scale)" if diverged[r] else "")
-                ax.set_ylabel(f"{label}\ncount", color=color)
+                ax.set_ylabel(label if stems else f"{label}\ncount", color=color)
             if r == rows - 1:
                 ax.set_xlabel("value")
             ax.tick_params(labelsize="small")
     handles = [Patch(color="tab:blue", alpha=0.75, label="final values")]
     if any(diverged):
         handles.append(Patch(color=DIVERGED_COLOR, alpha=0.75, label="final values of a diverged run"))
-    handles.append(Line2D([], [], color="black", linestyle="--", label="mean"))
+    if drew_histogram:
+        handles.append(Line2D([], [], color="black", linestyle="--", label="mean"))
     fig.legend(
         handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small", frameon=False
     )
