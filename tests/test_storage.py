@@ -32,6 +32,7 @@ def filled(storage) -> optuna.Study:
         (0.1, 0.3, TrialState.COMPLETE, {"mlflow_run_id": "r1"}),
         (9.0, 1e6, TrialState.PRUNED, {"prune_reason": "diverged", "diverged_epoch": 3}),
         (1e-5, 0.9, TrialState.PRUNED, {"prune_reason": "underperforming"}),
+        (0.05, 0.4, TrialState.PRUNED, {"prune_reason": "deadline"}),
         (0.2, None, TrialState.FAIL, {}),
         (0.3, None, TrialState.RUNNING, {}),
     ]:
@@ -58,6 +59,7 @@ def test_a_study_reads_back_as_plain_data(tmp_path, kind):
         "complete": 2,
         "pruned_diverged": 1,
         "pruned_underperforming": 1,
+        "pruned_deadline": 1,
         "failed": 1,
         "running": 1,
     }
@@ -69,7 +71,7 @@ def test_a_study_reads_back_as_plain_data(tmp_path, kind):
         "r1",
     )
     records = trial_records(study)
-    assert [r.state for r in records] == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED", "FAIL", "RUNNING"]
+    assert [r.state for r in records] == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED", "PRUNED", "FAIL", "RUNNING"]
     assert (records[2].prune_reason, records[2].diverged_epoch) == ("diverged", 3)
     assert records[0].intermediate == {0: 2.0, 5: 0.5}
 
