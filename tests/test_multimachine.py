@@ -393,3 +393,21 @@ def test_a_new_trial_on_a_database_names_its_owner_in_the_write_that_creates_it(
     claim(trial)  # already the owner, from the trial's creation: no write
     assert len(commits) == asked
     assert study.trials[0].user_attrs[OWNER_ATTR] == owner.me()
+
+
+def _open_and_create(url: str) -> int:
+    from pipeline.tuning.storage import open_storage
+
+    return optuna.create_study(storage=open_storage(url), study_name="race", load_if_exists=True)._study_id
+
+
+@pytest.mark.slow
+def test_workers_opening_a_new_database_together_all_get_the_study():
+    """Plain Optuna fails all but one of them here (PostgreSQL: duplicate key in pg_type_typname_nsp_index, 6 of
+    6 tries with 4 processes); open_storage opens again and finds the tables the winner made."""
+    import multiprocessing
+
+    for _ in range(3):
+        with databases("race") as (name,), multiprocessing.get_context("fork").Pool(4) as pool:
+            ids = pool.map(_open_and_create, [f"{PG}/{name}"] * 4, chunksize=1)
+            assert len(set(ids)) == 1

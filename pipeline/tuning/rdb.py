@@ -87,9 +87,26 @@ class OwnedRDBStorage(RDBStorage):
         return super()._create_new_trial(study_id, template_trial)
 
 
-def open_database(url: str, engine_kwargs: dict) -> RDBStorage:
-    """The storage :func:`pipeline.tuning.storage.open_storage` gives for a database URL."""
-    return tune_engine(OwnedRDBStorage(url, engine_kwargs=engine_kwargs))
+def open_database(url: str, engine_kwargs: dict, attempts: int = 4) -> RDBStorage:
+    """The storage :func:`pipeline.tuning.storage.open_storage` gives for a database URL.
+
+    Workers started together on a new database all create Optuna's tables; PostgreSQL lets only one ``CREATE
+    TABLE`` of a name through and fails the others (``duplicate key ... pg_type_typname_nsp_index``, or "already
+    exists"). The losers open it again a moment later and find the tables made.
+    """
+    import random
+    import time
+
+    import sqlalchemy.exc
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return tune_engine(OwnedRDBStorage(url, engine_kwargs=engine_kwargs))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 + random.random() * 0.5)
+    raise AssertionError("unreachable")
 
 
 def _sqlite_wal(dbapi_connection, _record) -> None:
