@@ -365,7 +365,14 @@ def test_a_holder_killed_mid_run_does_not_block_the_next_night(tmp_path):
     elapsed = time.monotonic() - start
     assert second.returncode == 0, err[-2000:]
     assert not _locked_lines(err)
-    assert elapsed < 25, f"the next run waited {elapsed:.1f} s"  # no stall on the dead holder's locks
+    # No stall on the dead holder's locks: a stall is Optuna's 30 s lock grace period, so the night after the
+    # kill must take about as long as a plain night on the same stores (measured now, on this machine's load).
+    start = time.monotonic()
+    third = _tune(study, journal, tracking, "--trials", "2")
+    third.communicate(timeout=120)
+    plain = time.monotonic() - start
+    assert third.returncode == 0
+    assert elapsed < plain + 15, f"the night after the kill took {elapsed:.1f} s, a plain one {plain:.1f} s"
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:
