@@ -121,8 +121,9 @@ def check_consistent(stores: Stores) -> dict:
     }
 
 
-def check_readable(stores: Stores, capsys) -> None:
-    """`best` (in process), optuna-dashboard's loader (its WSGI app, in process), `report` (a real process)."""
+def check_readable(stores: Stores, capsys, with_report: bool = True) -> None:
+    """`best` (in process), optuna-dashboard's loader (its WSGI app, in process), `report` (a real process, a few
+    seconds: skipped when not ``with_report``)."""
     capsys.readouterr()
     assert cli.main(["best", *stores.args()[:3]]) == 0
     best = json.loads(capsys.readouterr().out)
@@ -151,7 +152,8 @@ def check_readable(stores: Stores, capsys) -> None:
     (study,) = [s for s in studies if s["study_name"] == "faults"]
     detail = get(f"/api/studies/{study['study_id']}")
     assert len(detail["trials"]) == len(stores.trials())
-
+    if not with_report:
+        return
     report = subprocess.run(
         [PY, "-m", "pipeline", "report", *stores.args(), "--out", str(stores.root / "report")],
         cwd=ROOT,
@@ -180,14 +182,17 @@ def first_write_delay(stores: Stores) -> float:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_signal_at_random_instants_then_a_normal_run_leaves_both_stores_whole(tmp_path, capsys, sig):
     stores = Stores(tmp_path)
-    delay = first_write_delay(stores)
+    delay = first_write_delay(stores)  # fresh stores: the MLflow store is created too
+    warm = first_write_delay(stores)  # the stores as every later run finds them
     rng = random.Random(SEED + int(sig))
-    print(f"\nFAULT_SEED={SEED} signal={sig.name} first write after {delay:.2f} s")
+    print(f"\nFAULT_SEED={SEED} signal={sig.name} first write after {delay:.2f} s, {warm:.2f} s warm")
     outcomes = {"instants": 0, "exit_130": 0, "hit_a_trial": 0, "lock_cleared": 0, "repaired": 0}
-    for _ in range(INSTANTS):
+    for i in range(INSTANTS):
         before = {t.number for t in stores.trials()}
         proc = stores.start()
-        at = rng.uniform(0.3, delay + 2.0)
+        # Half the instants before a run's first write (imports, the stores' opening and repair), half in the 2 s
+        # after it, among the trials' writes: drawn over the whole span, only ~1 in 7 met a trial.
+        at = rng.uniform(0.3, warm) if i % 2 == 0 else rng.uniform(warm, warm + 2.0)
         time.sleep(at)
         proc.send_signal(sig)
         try:
@@ -209,6 +214,7 @@ def test_signal_at_random_instants_then_a_normal_run_leaves_both_stores_whole(tm
         outcomes["lock_cleared"] += "cleared the journal lock" in normal.stderr
         outcomes["repaired"] += "repaired:" in normal.stderr
         found = check_consistent(stores)
+        check_readable(stores, capsys, with_report=False)  # after every instant; `report` too after the last
         new = set(found["interrupted"]) - before
         outcomes["hit_a_trial"] += bool(new)
         assert not stores.journal.with_name(stores.journal.name + ".lock").exists()
@@ -330,9 +336,10 @@ def digest_size(path: Path) -> int:
 
 
 def test_a_password_in_a_url_appears_nowhere(tmp_path):
-    """A PostgreSQL storage URL with a password (the local server trusts any): every output of tune, best,
-    report and lr-find, every row of the Optuna database, the MLflow store and every artifact are searched for
-    it. Errors with a password in an unreachable URL are searched too."""
+    """A PostgreSQL storage URL and a PostgreSQL tracking URL with a password (the local server trusts any):
+    every output of tune, best, report and lr-find (stdout, stderr, the --summary-json lines), every row of both
+    databases (Optuna's and MLflow's) and every file written (artifacts, reports) are searched for it. Errors with
+    a password in an unreachable URL are searched too."""
     psycopg = pytest.importorskip("psycopg")
     password = "Pw-9f3kq-secret"
     name = f"t9_secret_{os.getpid()}"
@@ -342,14 +349,18 @@ def test_a_password_in_a_url_appears_nowhere(tmp_path):
         )
     except psycopg.OperationalError as exc:
         pytest.skip(f"no local PostgreSQL ({exc})")
-    admin.execute(f'CREATE DATABASE "{name}"')
+    databases = (name, f"{name}_mlflow")
+    for database in databases:
+        admin.execute(f'CREATE DATABASE "{database}"')
     try:
         stores = Stores(tmp_path)
         url = f"postgresql+psycopg://postgres:{password}@127.0.0.1:5432/{name}"
-        base = [str(stores.study), "--storage", url, "--tracking-uri", stores.tracking]
+        tracking = f"postgresql+psycopg://postgres:{password}@127.0.0.1:5432/{databases[1]}"
+        base = [str(stores.study), "--storage", url, "--tracking-uri", tracking]
+        summary = ["--summary-json", str(tmp_path / "logs" / "tune.jsonl")]
         outputs = []
         for argv in (
-            ["tune", *base, "--trials", "3", "--no-progress"],
+            ["tune", *base, "--trials", "3", "--no-progress", *summary],
             ["best", *base[:3]],
             ["report", *base, "--out", str(tmp_path / "report")],
             ["lr-find", *base],
@@ -360,33 +371,75 @@ def test_a_password_in_a_url_appears_nowhere(tmp_path):
                 f"postgresql://postgres:{password}@127.0.0.1:1/x",
                 "--trials",
                 "1",
+                *summary,
             ],
-            ["tune", *base[:3], "--tracking-uri", f"http://u:{password}@127.0.0.1:1", "--trials", "1"],
+            [
+                "tune",
+                *base[:3],
+                "--tracking-uri",
+                f"http://u:{password}@127.0.0.1:1",
+                "--trials",
+                "1",
+                *summary,
+            ],
         ):
-            done = subprocess.run([PY, "-m", "pipeline", *argv], cwd=ROOT, capture_output=True, text=True)
+            # cwd: a database tracking store puts artifacts under ./mlruns, searched below with the other files
+            done = subprocess.run([PY, "-m", "pipeline", *argv], cwd=tmp_path, capture_output=True, text=True)
             outputs.append((argv[0], done.returncode, done.stdout + done.stderr))
         assert [code for _, code, _ in outputs] == [0, 0, 0, 0, 2, 2], outputs
         for command, _, text in outputs:
             assert password not in text, (command, text)
         assert "***" in outputs[-2][2] and "***" in outputs[-1][2]
         assert "postgres:***@127.0.0.1" in outputs[0][2]  # the summary shows the URL, masked
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}") as conn:
-            tables = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-                )
-            ]
-            assert tables
-            for table in tables:
-                for (row,) in conn.execute(f'SELECT t::text FROM "{table}" t'):
-                    assert password not in row, (table, row)
+        rows = masked = 0
+        for database in databases:
+            with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database}") as conn:
+                tables = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                    )
+                ]
+                assert tables, database
+                for table in tables:
+                    for (row,) in conn.execute(f'SELECT t::text FROM "{table}" t'):
+                        rows += 1
+                        masked += "postgres:***@127.0.0.1" in row
+                        assert password not in row, (database, table, row)
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{databases[1]}") as conn:
+            assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] >= 4  # the study's run + 3 trials
+        assert rows > 100
+        assert masked  # the URLs are stored (Optuna's mlflow_tracking_uri attribute), masked
         files = [p for p in tmp_path.rglob("*") if p.is_file()] + [
             p for p in (ROOT / "reports" / "faults").rglob("*") if p.is_file()
         ]
-        assert any(p.suffix == ".db" for p in files) and any(p.suffix == ".png" for p in files)
+        assert any(p.suffix == ".png" for p in files), files
+        assert (
+            len((tmp_path / "logs" / "tune.jsonl").read_text().splitlines()) == 3
+        )  # one run that tuned, two that failed early
         for path in files:
             assert password.encode() not in path.read_bytes(), path
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for database in databases:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.close()
+
+
+def test_a_ctrl_c_after_the_runs_end_line_keeps_its_exit_code(tmp_path):
+    """Ctrl-C during the interpreter's teardown, just after `tune end`: the run's code (0) or 130, never -2 (killed
+    by SIGINT), which 9 of 10 such instants gave before SIGINT was ignored for the teardown."""
+    stores = Stores(tmp_path)
+    stores.normal_run()
+    codes = []
+    for i in range(5):
+        proc = stores.start("--trials", "1")
+        for line in proc.stderr:
+            if " tune end " in line:
+                time.sleep(0.02 * i)
+                proc.send_signal(signal.SIGINT)
+                break
+        err = proc.stderr.read()
+        proc.wait()
+        codes.append(proc.returncode)
+        assert "Traceback" not in err, err
+    assert set(codes) <= {0, 130}, codes  # 130: the signal came before `tune` had returned, also fine
