@@ -14,10 +14,12 @@ last beat is older than ``grace_period`` (``optuna.storages.fail_stale_trials``)
 trial it failed: :class:`StaleTrialRetry` queues a retry with the same params (Optuna's ``failed_trial`` and
 ``retry_history`` system attributes link it to the original) and terminates the dead trial's MLflow run FAILED.
 
-**Round trips** (:func:`report_curve`): on a database storage every ``trial.report`` is a transaction (3-4 ms on
-PostgreSQL or SQLite here, against 0.5 ms on a journal file). Where no pruner reads the curve while the trial runs,
-the objective keeps it and writes all its points in one transaction at the end of the trial: the dashboard draws the
-same learning curves, from the same intermediate values.
+**Round trips** (:func:`write_trial_end`): on a database storage every ``trial.report`` is a transaction (3-4 ms
+on PostgreSQL or SQLite here, against 0.5 ms on a journal file). Where no pruner reads the curve while the trial
+runs, the objective keeps it (:class:`CurveBuffer`) and writes all its points, with the trial's last user
+attributes, in one transaction at the end of the trial: the dashboard draws the same learning curves, from the same
+intermediate values. A new trial carries its owner from its creation (:class:`OwnedRDBStorage`), and commits do not
+wait for the disk (:func:`tune_engine`).
 """
 
 from __future__ import annotations
