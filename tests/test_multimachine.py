@@ -235,6 +235,9 @@ def test_three_machines_share_a_study_and_a_killed_workers_trial_is_retried(tmp_
             done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
             # finished trials: the study-wide cap, overshot by at most N - 1 (workers mid-trial when it is reached)
             assert cap <= len(done) <= cap + workers - 1, len(done)
+            print(
+                f"\ntopology: {len(trials)} trials, {len(done)} finished (cap {cap}), trial {killed} killed"
+            )
             assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
             (dead,) = [t for t in trials if t.state == TrialState.FAIL]
             assert dead.number == killed
@@ -411,3 +414,17 @@ def test_workers_opening_a_new_database_together_all_get_the_study():
         with databases("race") as (name,), multiprocessing.get_context("fork").Pool(4) as pool:
             ids = pool.map(_open_and_create, [f"{PG}/{name}"] * 4, chunksize=1)
             assert len(set(ids)) == 1
+
+
+def test_make_mlflow_server_refuses_an_open_host_without_allowed_hosts():
+    from servers import REPO
+
+    done = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "mlflow-server", "MLFLOW_HOST=0.0.0.0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "set MLFLOW_ALLOWED_HOSTS too" in done.stderr
