@@ -14,7 +14,7 @@ from pipeline.study.spec import StudySpec
 # The MLflow UI's address when the store is the local sqlite file: `make mlflow-ui` serves it there.
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
 LOCAL_DASHBOARD = "http://127.0.0.1:8080"
-# The final metrics shown as columns of the runs table (tracking.py logs them; diverged runs have none of the
+# The final metrics shown as columns of the runs table (pipeline.tracking logs them; diverged runs have none of the
 # final_* ones, so sorting by final_loss puts them last).
 TABLE_METRICS = ("final_loss", "best_loss", "epochs_run", "diverged_loss")
 

@@ -1,6 +1,8 @@
 """MLflow tracking: one experiment per study, one run per trial, the whole learning curve in one write.
 
-This is the only module that imports mlflow. It talks to the store through ``MlflowClient`` with explicit run
+This package is the only place that imports mlflow (with ``pipeline.tracking_model``, the pyfunc wrapper): the
+:class:`Tracker` here; ``store.py`` (the local sqlite store and its creation), ``views.py`` (the default chart
+view), ``delete.py`` (``delete``'s MLflow side), ``server.py`` (the lean UI / tracking server). It talks to the store through ``MlflowClient`` with explicit run
 ids, never through the fluent ``mlflow.start_run()`` API, whose active run is process-global state and is not
 safe when trials run in threads.
 
@@ -22,7 +24,6 @@ curve visibly ends in the overflow value.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -30,7 +31,6 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,17 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 
 from pipeline.config import MLFLOW_VIEW_KEY, default_tracking_uri  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
+
+# The package's parts, imported after the environment above is set (they import mlflow too).
+from pipeline.tracking.delete import DeletedExperiment, delete_experiment  # noqa: E402
+from pipeline.tracking.server import serve_ui  # noqa: E402
+from pipeline.tracking.store import (  # noqa: E402
+    _create_store_atomically,
+    _creation_lock,
+    local_artifact_root,
+    sqlite_path,
+)
+from pipeline.tracking.views import _bar_chart, _difference_chart, _line_chart  # noqa: E402
 
 # MLflow logs its schema migrations at INFO the first time a store is opened; the user did not ask for that.
 for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
@@ -75,77 +86,6 @@ def run_name(trial_number: int) -> str:
     return f"trial-{trial_number:04d}"
 
 
-def local_artifact_root(tracking_uri: str) -> Path | None:
-    """``<directory of the sqlite file>/artifacts`` for a local sqlite store, else None (the server decides).
-
-    ``sqlite:////abs/mlflow.db`` is absolute, ``sqlite:///rel/mlflow.db`` is relative to the current directory
-    (SQLAlchemy's rule); an in-memory database has no directory.
-    """
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    path = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return Path(path).resolve().parent / "artifacts"
-
-
-@contextlib.contextmanager
-def _creation_lock(artifact_root: Path | None):
-    """Serialise opening a local sqlite store across processes: the first open runs MLflow's schema migrations,
-    and two workers starting together would race on them (alembic's "expected to match one row" error)."""
-    if artifact_root is None:
-        yield
-        return
-    import fcntl
-
-    with open(artifact_root.parent / ".mlflow-store.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The file of a local ``sqlite:///`` tracking URI, None for anything else (a server, in-memory)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    path = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return Path(path)
-
-
-_CREATING = ".creating-"
-
-
-def _create_store_atomically(path: Path, artifact_root: Path) -> None:
-    """Create and migrate a new sqlite store under a temporary name, then rename it into place.
-
-    MLflow's first open runs ~70 schema migrations over 3-5 s; a process killed among them leaves a store that
-    no later open can repair (``duplicate column name``, ``_alembic_tmp_runs already exists``). Built aside and
-    renamed (atomic on one filesystem), a kill at any instant leaves either no store or a whole one. The caller
-    holds the creation lock, so a temporary file found here was left by a killed process and is removed.
-    """
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    for stale in path.parent.glob(f"{path.name}{_CREATING}*"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
-    temp = path.with_name(f"{path.name}{_CREATING}{os.getpid()}")
-    store = SqlAlchemyStore(f"sqlite:///{temp}", artifact_root.as_uri())
-    store.engine.dispose()
-    with open(temp, "rb") as handle:  # the migrations are committed; make them durable before the rename
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    with contextlib.suppress(OSError):  # the rename itself durable too
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
 def _slug(name: str) -> str:
     # Experiment names may hold spaces or slashes; a directory name may not.
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
@@ -154,55 +94,6 @@ def _slug(name: str) -> str:
 def _str_items(values: Mapping[str, Any] | None) -> dict[str, str]:
     # MLflow stores params and tags as strings; None means "not applicable", so it is left out.
     return {str(k): str(v) for k, v in (values or {}).items() if v is not None}
-
-
-def _chart(kind: str, key: str) -> dict:
-    # The fields of MLflow 3.17's chart cards (RunsChartsCardConfig); a card whose metric no run has is hidden.
-    return {
-        "uuid": f"chart-{key}",
-        "type": kind,
-        "runsCountToCompare": 10,
-        "metricSectionId": "section-model",
-        "deleted": False,
-        "isGenerated": True,
-        "displayName": key,
-        "metricKey": key,
-        "selectedMetricKeys": [key],
-    }
-
-
-def _line_chart(key: str) -> dict:
-    log = key != "val_accuracy"
-    return {
-        **_chart("LINE", key),
-        "lineSmoothness": 0,
-        "xAxisScaleType": "linear",
-        "scaleType": "log" if log else "linear",
-        "range": {},
-        "xAxisKey": "step",
-        "selectedXAxisMetricKey": "",
-        "yAxisKey": "metric",
-        "yAxisExpressions": [],
-        "ignoreOutliers": False,
-        "useGlobalXaxisKey": True,
-        "useGlobalLineSmoothing": True,
-    }
-
-
-def _bar_chart(key: str) -> dict:
-    return _chart("BAR", key)
-
-
-def _difference_chart() -> dict:
-    # The drawn runs side by side: their params and final metrics, so the chart view names what it draws.
-    return {
-        **_chart("DIFFERENCE", "params"),
-        "compareGroups": ["Parameters", "Model metrics"],
-        "chartName": "Parameters and metrics of the runs drawn",
-        "showChangeFromBaseline": False,
-        "showDifferencesOnly": False,
-        "baselineColumnUuid": "",
-    }
 
 
 class Tracker:
@@ -588,185 +479,6 @@ def find_run(tracking_uri: str | None, experiment: str, trial_number: int) -> Ru
     return runs[0] if runs else None
 
 
-@dataclass(frozen=True)
-class DeletedExperiment:
-    """What :func:`delete_experiment` removed."""
-
-    experiment_id: str
-    runs: int  # the trials' runs and the study's run
-    models: int  # logged models (train-best)
-    permanent: bool  # rows and artifacts gone; False: a server keeps it, marked deleted, under ``renamed_to``
-    renamed_to: str | None = None
-
-
-def delete_experiment(name: str, *, tracking_uri: str | None = None) -> DeletedExperiment | None:
-    """Delete the experiment ``name`` with its runs, logged models and their artifacts; None when there is none.
-
-    MLflow's ``delete_experiment`` only marks an experiment deleted, and a deleted experiment keeps its name:
-    MLflow then refuses to create another of that name, so a study tuned again after ``delete`` could not be
-    tracked. On a store this process opens itself (sqlite, or another database) the experiment is therefore
-    deleted permanently, as ``mlflow gc`` does: runs, logged models and the experiment's rows, and the artifacts of
-    each. A tracking server offers no permanent deletion to its clients: there the experiment is renamed
-    ``<name> (deleted <UTC time>)`` and then marked deleted, which frees the name (``mlflow gc`` on the server's
-    machine removes it for good). A missing local sqlite file is no experiment, and is not created.
-    """
-    uri = tracking_uri or default_tracking_uri()
-    db = sqlite_path(uri)
-    if db is not None and not db.exists():
-        return None
-    try:
-        client = MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            return None
-        return _delete_experiment(client, experiment)
-    except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"cannot delete the MLflow experiment {name!r} ({first}).", key="--tracking-uri", value=uri
-        ) from exc
-
-
-def _paged(search, **kwargs) -> list:
-    found, token = [], None
-    while True:
-        page = search(max_results=1000, page_token=token, **kwargs)
-        found.extend(page)
-        token = page.token
-        if not token:
-            return found
-
-
-def _delete_experiment(client: MlflowClient, experiment) -> DeletedExperiment:
-    from mlflow.entities import ViewType
-
-    eid = experiment.experiment_id
-    runs = _paged(client.search_runs, experiment_ids=[eid], run_view_type=ViewType.ALL)
-    models = _paged(client.search_logged_models, experiment_ids=[eid])
-    store = client._tracking_client.store  # what `mlflow gc` uses; a REST store (a server) has no hard delete
-    hard = ("_hard_delete_run", "_hard_delete_logged_model", "_hard_delete_experiment")
-    if not all(hasattr(store, method) for method in hard):
-        if experiment.lifecycle_stage != "active":  # only an active experiment can be renamed
-            client.restore_experiment(eid)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        renamed = f"{experiment.name} (deleted {stamp})"
-        client.rename_experiment(eid, renamed)
-        client.delete_experiment(eid)
-        return DeletedExperiment(eid, len(runs), len(models), permanent=False, renamed_to=renamed)
-    for model in models:
-        client.delete_logged_model(model.model_id)
-    if experiment.lifecycle_stage == "active":
-        client.delete_experiment(eid)  # marks its runs deleted too; the hard deletes below require it
-    for run in runs:
-        _delete_artifacts(run.info.artifact_uri)
-        store._hard_delete_run(run.info.run_id)
-    for model in models:
-        _delete_artifacts(model.artifact_location)
-        store._hard_delete_logged_model(model.model_id)
-    store._hard_delete_experiment(eid)
-    _remove_empty_folders(experiment.artifact_location)
-    return DeletedExperiment(eid, len(runs), len(models), permanent=True)
-
-
-def _local_folder(uri: str | None) -> Path | None:
-    from urllib.parse import urlparse
-    from urllib.request import url2pathname
-
-    if not uri:
-        return None
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(url2pathname(parsed.path))
-    return Path(uri) if not parsed.scheme else None
-
-
-def _delete_artifacts(uri: str | None) -> None:
-    """A run's or a model's artifacts (as ``mlflow gc`` deletes them), then its folder when left empty."""
-    if not uri:
-        return
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    get_artifact_repository(uri).delete_artifacts()
-    folder = _local_folder(uri)
-    if folder is not None and folder.name == "artifacts":  # <experiment>/<run id>/artifacts
-        with contextlib.suppress(OSError):
-            folder.parent.rmdir()
-
-
-def _remove_empty_folders(uri: str | None) -> None:
-    """The experiment's local artifact folder (and its ``models/``) once nothing is left in them; a folder another
-    experiment still uses (two names can share a folder name) is not empty and stays."""
-    folder = _local_folder(uri)
-    if folder is None:
-        return
-    for path in (folder / "models", folder):
-        with contextlib.suppress(OSError):
-            path.rmdir()
-
-
-# Set in a fresh browser before MLflow's UI reads them (only when unset: a user's own choice stays): open on
-# "Model training", not GenAI, and do not pop the Assistant panel over a third of the screen on first load.
-# The keys are the UI's localStorage entries (`<key>_v<version>`, mlflow 3.17's useLocalStorage).
-_UI_DEFAULTS = {
-    "mlflow.workflowType_v1": "machine_learning",
-    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
-}
-_UI_DEFAULTS_SCRIPT = (
-    "<script>try{for(const [k,v] of Object.entries(DEFAULTS)){if(localStorage.getItem(k)===null)"
-    "localStorage.setItem(k,JSON.stringify(v))}}catch(e){}</script>"
-).replace("DEFAULTS", json.dumps(_UI_DEFAULTS))
-
-
-def serve_ui(
-    backend_store_uri: str,
-    *,
-    artifact_root: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    serve_artifacts: bool = False,
-    artifacts_destination: str | None = None,
-) -> None:
-    """MLflow's UI and tracking server in this one process (blocks until interrupted).
-
-    ``mlflow ui`` starts a CLI process that starts 4 uvicorn workers and a job runner (huey) with its own
-    workers: 15 processes, about 1.5-3 GB and 14-20 s before it answers here. Browsing one person's studies
-    needs none of that: one uvicorn worker in this process, no job execution (it runs GenAI evaluation jobs),
-    answers in about a quarter of the time with a sixth of the memory (``README``: measured figures).
-    The index page also gets :data:`_UI_DEFAULTS`.
-    """
-    from mlflow.server import constants
-
-    env = {
-        constants.BACKEND_STORE_URI_ENV_VAR: backend_store_uri,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "_MLFLOW_SGI_NAME": "uvicorn",
-        "_MLFLOW_IN_JOB_EXECUTOR": "false",
-    }
-    if artifact_root:
-        env[constants.ARTIFACT_ROOT_ENV_VAR] = artifact_root
-    if serve_artifacts:
-        env[constants.SERVE_ARTIFACTS_ENV_VAR] = "true"
-    if artifacts_destination:
-        env[constants.ARTIFACTS_DESTINATION_ENV_VAR] = artifacts_destination
-    os.environ.update(env)
-
-    import uvicorn
-    from flask import request
-    from mlflow.server import app as flask_app
-
-    @flask_app.after_request
-    def _ui_defaults(response):
-        if request.path == "/" and response.mimetype == "text/html":
-            response.direct_passthrough = False
-            html = response.get_data(as_text=True)
-            response.set_data(html.replace("<head>", "<head>" + _UI_DEFAULTS_SCRIPT, 1))
-        return response
-
-    from mlflow.server.fastapi_app import app
-
-    uvicorn.run(app, host=host, port=port, workers=1, log_level="warning")
-
-
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "DeletedExperiment",
@@ -777,5 +489,6 @@ __all__ = [
     "find_run",
     "local_artifact_root",
     "run_name",
+    "serve_ui",
     "sqlite_path",
 ]
