@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,3 +108,63 @@ def mlflow_server(backend: str, artifacts: Path, *, log: Path):
 def application(url: str, name: str) -> str:
     """``url`` with libpq's ``application_name`` set, so pg_stat_activity tells whose connection it is."""
     return f"{url}{'&' if '?' in url else '?'}application_name={name}"
+
+
+PG_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
+
+
+@contextlib.contextmanager
+def namespaces(n: int, *, mlflow_port: int, folder: Path):
+    """``n`` network namespaces of the test's own, each with nothing but its loopback, in which 127.0.0.1:5432 and
+    127.0.0.1:``mlflow_port`` are forwarded (socat) through Unix sockets to this machine's PostgreSQL and MLflow
+    server: a worker in one reaches the two servers by the same URLs, and nothing else (no other interface, no
+    route). Yields one command prefix per namespace (``ip netns exec NAME``), or None when they cannot be made
+    here (not root, no ``ip netns``, no socat, no PostgreSQL socket)."""
+    if (
+        os.geteuid() != 0
+        or not shutil.which("ip")
+        or not shutil.which("socat")
+        or not Path(PG_SOCKET).exists()
+    ):
+        yield None
+        return
+    names = [f"lrw{uuid.uuid4().hex[:6]}{k}" for k in range(n)]
+    bridges: list[subprocess.Popen] = []
+    made: list[str] = []
+    mlflow_socket = folder / "mlflow.sock"
+
+    def forward(prefix: list[str], listen: str, connect: str) -> None:
+        bridges.append(
+            subprocess.Popen(
+                [*prefix, "socat", listen, connect],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # socat forks one child per connection: stopped with its group
+            )
+        )
+
+    try:
+        forward([], f"UNIX-LISTEN:{mlflow_socket},fork", f"TCP:127.0.0.1:{mlflow_port}")
+        for name in names:
+            if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode != 0:
+                yield None
+                return
+            made.append(name)
+            prefix = ["ip", "netns", "exec", name]
+            subprocess.run([*prefix, "ip", "link", "set", "lo", "up"], check=True)
+            forward(prefix, "TCP-LISTEN:5432,bind=127.0.0.1,reuseaddr,fork", f"UNIX-CONNECT:{PG_SOCKET}")
+            forward(
+                prefix,
+                f"TCP-LISTEN:{mlflow_port},bind=127.0.0.1,reuseaddr,fork",
+                f"UNIX-CONNECT:{mlflow_socket}",
+            )
+        time.sleep(0.5)  # the listeners bound
+        yield [["ip", "netns", "exec", name] for name in names]
+    finally:
+        for bridge in bridges:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(bridge.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                bridge.wait(timeout=10)
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -2,13 +2,14 @@
 it, heartbeats that retry a SIGKILLed worker's trial, bounded connections, one write per curve.
 
 The topology tests start real servers (tests/servers.py) and real `python -m pipeline tune` workers, each in its
-own working directory with its own copy of the study file, sharing nothing but the two URLs. They run the workers
-in the machine's own network namespace: a namespace of their own would reach the servers only through a veth pair
-or a forwarder, which these tests do not set up (README, "Many workers on several machines").
+own working directory with its own copy of the study file, sharing nothing but the two URLs. The three-machine test
+puts each worker in a network namespace of its own (as root, with `ip netns` and socat): only a loopback, on which
+the two servers' ports are forwarded through Unix sockets, so the workers use the same URLs as outside.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ import pytest
 import sqlalchemy
 from conftest import study_yaml
 from optuna.trial import TrialState
-from servers import PG, application, connections, databases, mlflow_server
+from servers import PG, application, connections, databases, mlflow_server, namespaces
 
 from pipeline import cli
 from pipeline.errors import ConfigError
@@ -145,9 +146,12 @@ def test_a_curve_is_one_transaction_on_a_database_and_reads_back_as_reported(tmp
 # ----------------------------------------------------------------------------------------- the topology
 
 
-def _tune(study: Path, storage: str, tracking: str, worker: int, env: dict) -> subprocess.Popen:
+def _tune(
+    study: Path, storage: str, tracking: str, worker: int, env: dict, prefix: list[str] | None = None
+) -> subprocess.Popen:
     return subprocess.Popen(
         [
+            *(prefix or []),  # ip netns exec NAME: the worker in a network namespace of its own
             sys.executable,
             "-m",
             "pipeline",
@@ -187,7 +191,7 @@ def test_three_machines_share_a_study_and_a_killed_workers_trial_is_retried(tmp_
     from mlflow import MlflowClient
 
     workers, cap = 3, 18
-    with databases("optuna", "mlflow") as (optuna_db, mlflow_db):
+    with contextlib.ExitStack() as stack, databases("optuna", "mlflow") as (optuna_db, mlflow_db):
         storage = f"{PG}/{optuna_db}"
         with mlflow_server(
             f"{PG}/{mlflow_db}", tmp_path / "server-artifacts", log=tmp_path / "server.log"
@@ -200,7 +204,19 @@ def test_three_machines_share_a_study_and_a_killed_workers_trial_is_retried(tmp_
                 budget={"trials": None, "max_trials": cap},
                 workers={"heartbeat_interval": 1, "grace_period": 3, "max_retry": 1},
             )
-            procs = [_tune(s, storage, url, k, _env(tmp_path)) for k, s in enumerate(studies)]
+            port = int(url.rsplit(":", 1)[1])
+            prefixes = stack.enter_context(namespaces(workers, mlflow_port=port, folder=tmp_path))
+            if prefixes is None:
+                print("\nno network namespaces here (root, ip netns, socat): the workers share this one")
+            else:  # a namespace is its own network: this machine's Redis (127.0.0.1:6379) is not in it
+                probe = "import socket; socket.create_connection(('127.0.0.1', 6379), 2)"
+                assert subprocess.run(
+                    [*prefixes[0], sys.executable, "-c", probe], capture_output=True
+                ).returncode
+            procs = [
+                _tune(s, storage, url, k, _env(tmp_path), prefixes[k] if prefixes else None)
+                for k, s in enumerate(studies)
+            ]
             backend = optuna.storages.RDBStorage(storage)
             victim = procs[1]
             killed = None
