@@ -61,7 +61,7 @@ class _Postgres:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-def bench_storages(tmp: Path, *, rounds: int = 5, trials: int = 8) -> dict:
+def bench_storages(tmp: Path, *, rounds: int = 10, trials: int = 4) -> dict:
     from pipeline.tracking import Tracker
     from pipeline.tuning.run import run_study
     from pipeline.tuning.storage import open_storage
