@@ -1,9 +1,10 @@
 """The study-wide budget: ``budget.max_trials`` (a cap on finished trials) and ``budget.patience`` (converged).
 
 Both are read from the storage, so they hold across runs (nights) and across workers: every process checks them
-when it starts and after each of its trials. A worker that finds the cap reached stops; the others are each in at
-most one trial at that instant, so N workers finish at most N - 1 trials past the cap (as Optuna's own
-``MaxTrialsCallback`` does). The per-run budget (``trials``, ``timeout``) is Optuna's ``optimize`` arguments plus
+when it starts and after each of its trials. A worker stops when the finished trials plus those still running or
+waiting reach the cap; the others are each in at most one trial at that instant, so N workers finish at most N - 1
+trials past the cap (Optuna's own ``MaxTrialsCallback`` counts finished trials only, and overshoots as much
+routinely). The per-run budget (``trials``, ``timeout``) is Optuna's ``optimize`` arguments plus
 the objective's per-epoch deadline check (:mod:`pipeline.tuning.objective`).
 
 Optuna 5 deprecates ``optuna.terminator``; the rule here is small and says exactly what it measures.
@@ -70,8 +71,14 @@ class StudyBudget:
         if not self.active:
             return None
         finished = finished_trials(study)
-        if self.max_trials is not None and len(finished) >= self.max_trials:
-            return StopReason.CAP, f"{len(finished)} finished trials, budget.max_trials {self.max_trials}"
+        if self.max_trials is not None:
+            # Trials other workers are running (or that wait, enqueued) will finish too: counting them stops this
+            # worker when the cap will be met without it, so N workers usually end on the cap exactly. Two workers
+            # that check at the same instant can still each start one more: the overshoot stays <= N - 1.
+            pending = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+            if len(finished) + pending >= self.max_trials:
+                counted = f"{len(finished)} finished" + (f" + {pending} running or waiting" if pending else "")
+                return StopReason.CAP, f"{counted} trials, budget.max_trials {self.max_trials}"
         if self.patience is not None:
             values = [_value(t) for t in finished]
             if converged(values, self.patience, self.tolerance):
