@@ -157,6 +157,7 @@ def test_a_held_lock_refuses_naming_the_holder_and_is_free_after_release(storage
         pass
 
 
+@pytest.mark.slow  # seconds of waiting or drawing: `make test-fast` stays in seconds
 def test_a_killed_holder_never_blocks(storage):
     study = f"killed-{uuid.uuid4().hex[:6]}"
     holder = _hold(storage, study)
@@ -246,6 +247,7 @@ def test_an_in_memory_sqlite_needs_no_lock():
         pass
 
 
+@pytest.mark.slow  # seconds of waiting or drawing: `make test-fast` stays in seconds
 def test_redis_refreshes_its_key_while_held(monkeypatch):
     url = _reachable_redis()
     monkeypatch.setattr(lock, "REDIS_TTL_MS", 800)

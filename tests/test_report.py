@@ -120,6 +120,7 @@ def diabetes(tmp_path_factory):
 # ----------------------------------------------------------------------------------------------- pictures
 
 
+@pytest.mark.slow  # seconds of waiting or drawing: `make test-fast` stays in seconds
 def test_compare_report_writes_every_picture_including_the_weight_plots(compare, tmp_path):
     spec, data, records = compare
     assert is_lr_grid(spec)
@@ -134,6 +135,7 @@ def test_compare_report_writes_every_picture_including_the_weight_plots(compare,
         assert_png(path)
 
 
+@pytest.mark.slow  # seconds of waiting or drawing: `make test-fast` stays in seconds
 def test_diabetes_report_skips_failed_and_running_trials_and_draws_importance(diabetes, tmp_path):
     spec, data, records = diabetes
     assert [r.number for r in records if trial_kind(r) == "diverged"] == [4, 5]  # lr = 10 and 2 diverge
