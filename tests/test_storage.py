@@ -71,7 +71,15 @@ def test_a_study_reads_back_as_plain_data(tmp_path, kind):
         "r1",
     )
     records = trial_records(study)
-    assert [r.state for r in records] == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED", "PRUNED", "FAIL", "RUNNING"]
+    assert [r.state for r in records] == [
+        "COMPLETE",
+        "COMPLETE",
+        "PRUNED",
+        "PRUNED",
+        "PRUNED",
+        "FAIL",
+        "RUNNING",
+    ]
     assert (records[2].prune_reason, records[2].diverged_epoch) == ("diverged", 3)
     assert records[0].intermediate == {0: 2.0, 5: 0.5}
 

@@ -77,7 +77,9 @@ class StudyBudget:
             # that check at the same instant can still each start one more: the overshoot stays <= N - 1.
             pending = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
             if len(finished) + pending >= self.max_trials:
-                counted = f"{len(finished)} finished" + (f" + {pending} running or waiting" if pending else "")
+                counted = f"{len(finished)} finished" + (
+                    f" + {pending} running or waiting" if pending else ""
+                )
                 return StopReason.CAP, f"{counted} trials, budget.max_trials {self.max_trials}"
         if self.patience is not None:
             values = [_value(t) for t in finished]
