@@ -26,23 +26,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def create_database(label: str) -> str:
+    """A fresh database ``lr_pipeline_<label>_<random>`` on the local PostgreSQL; skip the test when there is no
+    server."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"lr_pipeline_{label}_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {PG}: {exc}")
+    return name
+
+
+def drop_database(name: str) -> None:
+    """Drop ``name`` even while connections to it are open (FORCE)."""
+    import psycopg
+
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @contextlib.contextmanager
 def databases(*labels: str):
     """Fresh databases ``lr_pipeline_<label>_<random>`` on the local PostgreSQL, dropped afterwards (FORCE)."""
-    psycopg = pytest.importorskip("psycopg")
-    names = [f"lr_pipeline_{label}_{uuid.uuid4().hex[:8]}" for label in labels]
+    names: list[str] = []
     try:
-        with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=3) as conn:
-            for name in names:
-                conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {PG}: {exc}")
-    try:
+        for label in labels:
+            names.append(create_database(label))
         yield names
     finally:
-        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-            for name in names:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in names:
+            drop_database(name)
 
 
 def connections(names: list[str]) -> list[tuple[str, str]]:

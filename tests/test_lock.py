@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import study_yaml
+from servers import create_database, drop_database
 
 from pipeline.errors import ConfigError, StudyLocked
 from pipeline.tuning import lock, owner
@@ -42,21 +43,10 @@ with lock.exclusive_lock(sys.argv[1], sys.argv[2]):
 
 
 def _postgres_database() -> str:
-    psycopg = pytest.importorskip("psycopg")
-    name = f"lr_pipeline_lock_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {PG}: {exc}")
-    return name
+    return create_database("lock")
 
 
-def _drop_postgres(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+_drop_postgres = drop_database
 
 
 @pytest.fixture

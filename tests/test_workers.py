@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 
 import optuna
 import pytest
 from conftest import study_yaml
 from mlflow import MlflowClient
+from servers import create_database, drop_database
 
 pytestmark = pytest.mark.slow  # real processes, Optuna and MLflow end to end
 
@@ -24,21 +24,10 @@ PG = "postgresql://postgres@127.0.0.1"
 
 def _postgres_database():
     """A fresh database on the local PostgreSQL server, or skip when there is none."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"lr_pipeline_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {PG}: {exc}")
-    return name
+    return create_database("test")
 
 
-def _drop(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+_drop = drop_database
 
 
 @pytest.fixture(params=["journal", "postgresql"])
