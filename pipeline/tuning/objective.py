@@ -23,7 +23,7 @@ from pipeline.study.experiment import (
 )
 from pipeline.study.spec import StudySpec
 from pipeline.tuning import interrupt, rdb
-from pipeline.tuning.repair import claim
+from pipeline.tuning.repair import OwnedJournalStorage, claim
 
 
 class _OptunaSuggester:
@@ -153,10 +153,13 @@ class Objective:
             stopped_at: list[int] = []
             past_deadline: list[int] = []
 
-            # No pruner reads the curve while the trial runs: on a database storage its points are kept and
-            # written in one transaction when the trial ends (_finish), not one round trip per report.
+            # No pruner reads the curve while the trial runs: its points are kept and written when the trial ends
+            # (_finish), in one transaction on a database storage and one append on a journal, not one write per
+            # report (50 per trial; on a journal shared by workers, each waits for the file's lock).
             self._curve_buffer = None
-            if not self.prune_underperforming and rdb.unwrap(trial.storage) is not None:
+            if not self.prune_underperforming and (
+                rdb.unwrap(trial.storage) is not None or isinstance(trial.storage, OwnedJournalStorage)
+            ):
                 self._curve_buffer = rdb.CurveBuffer(trial)
             curve = CurveReports(self._curve_buffer or trial.report, reported)
 

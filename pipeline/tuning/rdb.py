@@ -210,7 +210,16 @@ def retry_of(trial: optuna.Trial) -> int | None:
 
 def write_trial_end(trial: optuna.Trial, attrs: Mapping[str, Any], values: Mapping[int, float]) -> None:
     """Write a trial's last user attributes and its kept intermediate values ``{step: value}``: one transaction on a
-    database storage; on any other, one ``set_user_attr`` / ``trial.report`` each (a journal append is cheap)."""
+    database storage, one append on this project's journal storage (file or Redis); on any other, one
+    ``set_user_attr`` / ``trial.report`` each."""
+    from pipeline.tuning.repair import OwnedJournalStorage
+
+    if isinstance(trial.storage, OwnedJournalStorage):  # a journal file or Redis: one append
+        trial.storage.write_trial_end(trial._trial_id, attrs, values)
+        cached = trial._cached_frozen_trial
+        cached.user_attrs.update(attrs)
+        cached.intermediate_values.update({int(s): float(v) for s, v in values.items()})
+        return
     rdb = unwrap(trial.storage)
     if rdb is None or len(attrs) + len(values) < 2:
         for key, value in attrs.items():

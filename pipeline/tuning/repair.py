@@ -21,7 +21,9 @@ A process can die between any two writes. What that leaves, and what this module
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
@@ -72,6 +74,28 @@ class OwnedJournalStorage(JournalStorage):
                 trial_id=-1,
             )
         return super().create_new_trial(study_id, template_trial)
+
+    def write_trial_end(self, trial_id: int, attrs: Mapping[str, Any], values: Mapping[int, float]) -> None:
+        """A trial's last user attributes and intermediate values ``{step: value}`` as one append to the journal:
+        one lock, one write, one fsync, where one call each would take 50 of them per trial and, with several
+        workers on one file, make them queue for its lock (whose waiters back off up to a second)."""
+        from optuna.storages.journal._storage import JournalOperation
+
+        worker = self._replay_result.worker_id
+        logs = [
+            {"op_code": JournalOperation.SET_TRIAL_USER_ATTR, "worker_id": worker, "trial_id": trial_id,
+             "user_attr": {key: value}}
+            for key, value in attrs.items()
+        ] + [
+            {"op_code": JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE, "worker_id": worker, "trial_id": trial_id,
+             "step": int(step), "intermediate_value": float(value)}
+            for step, value in sorted(values.items())
+        ]  # fmt: skip
+        if not logs:
+            return
+        with self._thread_lock:
+            self._backend.append_logs(logs)
+            self._sync_with_backend()
 
 
 def claim(trial: optuna.Trial) -> None:
