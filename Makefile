@@ -12,7 +12,7 @@ ARGS ?=
 .PHONY: help tune test test-fast lint bench bench-nightly lr-find report train-best studies dashboard mlflow-ui mlflow-server lock clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The install: uv, itself pinned in constraints.txt and installed into the venv by pip, installs the pinned set
 # (downloads in parallel, no resolver backtracking): about 10 s here where pip takes 85-100 s. UV=0, or any failure
@@ -45,8 +45,8 @@ lint: $(STAMP) ## Check style with ruff
 bench: $(STAMP) ## Benchmark the training core and the tuning pipeline (prints ratios and the machine)
 	$(PY) -m pipeline.bench $(ARGS)
 
-bench-nightly: $(STAMP) ## Simulate 30 nights of the reference study (NIGHTS=30 SECONDS=2): trials per night, cost growth, store sizes
-	$(PY) -m pipeline.bench.nightly --nights $(or $(NIGHTS),30) --seconds $(or $(SECONDS),2) $(ARGS)
+bench-nightly: $(STAMP) ## Simulate 30 nights of the reference study (NIGHTS=30 NIGHT_SECONDS=2): trials per night, cost growth, store sizes
+	$(PY) -m pipeline.bench.nightly --nights $(or $(NIGHTS),30) --seconds $(or $(NIGHT_SECONDS),2) $(ARGS)
 
 lr-find: $(STAMP) ## Learning-rate range test on STUDY (Smith 2015): plot + suggested search range
 	$(PY) -m pipeline lr-find $(STUDY) $(ARGS)
