@@ -11,6 +11,7 @@ so ``mlflow.pyfunc.load_model(uri).predict(rows)`` rebuilds the model and gives 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -51,6 +52,23 @@ def _requirements() -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _no_active_experiment():
+    """Without the process's fluent "active experiment" for the block. ``mlflow.start_run(run_id=...)`` refuses a
+    run of another experiment than the one a notebook (or an earlier call in the same process) chose with
+    ``mlflow.set_experiment``; the study's run is named by its id, so that choice is put aside, then restored."""
+    from mlflow.tracking import fluent
+
+    previous, env = fluent._active_experiment_id, os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    fluent._active_experiment_id = None
+    try:
+        yield
+    finally:
+        fluent._active_experiment_id = previous
+        if env is not None:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = env
+
+
 def log_trained_model(
     trained: TrainedModel,
     folder: Path,
@@ -85,7 +103,7 @@ def log_trained_model(
         active = mlflow.active_run()
         if active is not None and active.info.run_id != run_id:
             raise RuntimeError(f"another MLflow run ({active.info.run_id}) is active in this process.")
-        with mlflow.start_run(run_id=run_id, nested=False):
+        with _no_active_experiment(), mlflow.start_run(run_id=run_id, nested=False):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
                 python_model=PipelineModel(),

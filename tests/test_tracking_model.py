@@ -3,6 +3,7 @@ predicts what TrainedModel.predict does, which test_trained.py checks against th
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -81,3 +82,31 @@ def test_a_logged_model_loads_through_mlflow_and_predicts_the_same(saved, tmp_pa
     finally:
         mlflow.set_tracking_uri(previous)
     assert run.info.experiment_id == mlflow.MlflowClient(uri).get_experiment_by_name("tm").experiment_id
+
+
+@pytest.mark.slow
+def test_a_notebooks_own_active_experiment_neither_blocks_the_export_nor_is_lost(saved, tmp_path):
+    """A notebook that chose an experiment with ``mlflow.set_experiment`` (as the tutorials do) can still export a
+    study's model, which goes under the study's run, and keeps its own choice afterwards."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    from pipeline.tracking import Tracker
+    from pipeline.tracking_model import log_trained_model
+
+    trained, folder, rows, _ = saved
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mine = mlflow.set_experiment("my-notebook").experiment_id
+    finally:
+        mlflow.set_tracking_uri(previous)
+    try:
+        with Tracker("tm-notebook", tracking_uri=uri) as tracker:
+            info = log_trained_model(trained, folder, tracker=tracker, input_example=rows.iloc[:2])
+            assert info["run_id"] == tracker.study_run_id()
+        assert fluent._active_experiment_id == mine  # the notebook's choice is back
+    finally:
+        fluent._active_experiment_id = None
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
