@@ -70,22 +70,11 @@ class OwnedRDBStorage(RDBStorage):
         if template_trial is None:
             import datetime
 
-            from pipeline.tuning import owner
-            from pipeline.tuning.repair import OWNER_ATTR
+            from pipeline.tuning.repair import owned_trial
 
-            template_trial = FrozenTrial(
-                number=-1,
-                state=optuna.trial.TrialState.RUNNING,
-                value=None,
-                datetime_start=datetime.datetime.now(),  # naive local time, as RDBStorage stores its own
-                datetime_complete=None,
-                params={},
-                distributions={},
-                user_attrs={OWNER_ATTR: owner.me()},
-                system_attrs={},
-                intermediate_values={},
-                trial_id=-1,
-            )
+            template_trial = owned_trial(
+                datetime.datetime.now()
+            )  # naive local time, as RDBStorage stores its own
         return super()._create_new_trial(study_id, template_trial)
 
 

@@ -54,25 +54,30 @@ class RepairReport:
         return out
 
 
+def owned_trial(start: datetime.datetime) -> FrozenTrial:
+    """The template of a new RUNNING trial that names this process as its owner from the record that creates it."""
+    return FrozenTrial(
+        number=-1,
+        state=TrialState.RUNNING,
+        value=None,
+        datetime_start=start,
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={OWNER_ATTR: owner.me()},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=-1,
+    )
+
+
 class OwnedJournalStorage(JournalStorage):
     """Optuna's journal storage whose new trials carry their owner process in the record that creates them, so
     there is no instant at which a trial exists without an owner (a kill right after ``ask()`` is repairable)."""
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is None:
-            template_trial = FrozenTrial(
-                number=-1,
-                state=TrialState.RUNNING,
-                value=None,
-                datetime_start=datetime.datetime.now(datetime.UTC),
-                datetime_complete=None,
-                params={},
-                distributions={},
-                user_attrs={OWNER_ATTR: owner.me()},
-                system_attrs={},
-                intermediate_values={},
-                trial_id=-1,
-            )
+            template_trial = owned_trial(datetime.datetime.now(datetime.UTC))
         return super().create_new_trial(study_id, template_trial)
 
     def write_trial_end(self, trial_id: int, attrs: Mapping[str, Any], values: Mapping[int, float]) -> None:
