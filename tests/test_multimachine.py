@@ -432,6 +432,31 @@ def test_workers_opening_a_new_database_together_all_get_the_study():
             assert len(set(ids)) == 1
 
 
+def test_a_storage_that_fails_to_open_leaves_no_connection_behind():
+    """The 8-worker count above once found 4 connections of one worker: a lost table-creation race whose engine
+    kept its 2 pooled connections until a garbage collection, while the retry opened 2 more. A schema Optuna
+    cannot read fails every one of open_database's 4 attempts; none may leave a connection on the server."""
+    import gc
+
+    import psycopg
+
+    from pipeline.tuning.storage import open_storage
+
+    with databases("broken") as (name,):
+        with psycopg.connect(f"{PG}/{name}", autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE version_info (nonsense integer)"
+            )  # Optuna's table name, not its columns
+        gc.disable()  # what would close them otherwise: the collector, at a moment nobody chooses
+        try:
+            with pytest.raises(ConfigError, match="cannot open the Optuna storage"):
+                open_storage(application(f"{PG}/{name}", "broken-open"))
+            left = [a for _d, a in connections([name]) if a == "broken-open"]
+        finally:
+            gc.enable()
+        assert left == []
+
+
 def test_make_mlflow_server_refuses_an_open_host_without_allowed_hosts():
     from servers import REPO
 

@@ -65,6 +65,19 @@ class OwnedRDBStorage(RDBStorage):
     them, as :class:`pipeline.tuning.repair.OwnedJournalStorage` does for journal files: no instant without an
     owner, and no separate write for it (the objective's ``claim`` then finds itself already recorded)."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        # Optuna creates the engine first, then its tables and version row through it. When that fails (the race
+        # open_database retries, a schema it refuses), the engine's pooled connections would stay open on the
+        # server until a garbage collection finds the storage's reference cycles: seconds, during which a retry's
+        # new engine holds connections too. Closed here, at once.
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            engine = getattr(self, "engine", None)
+            if engine is not None:
+                engine.dispose()
+            raise
+
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         # The method both RDBStorage.create_new_trial and Optuna's cache in front of it call.
         if template_trial is None:
