@@ -83,7 +83,7 @@ class OwnedRDBStorage(RDBStorage):
     # identity map): 7 ms for one trial of the reference study on PostgreSQL here, where the same 6 SELECTs run in
     # SQLAlchemy Core take a fraction of it. Every trial reads itself 3 times (ask, tell, the callbacks) and
     # re-reads itself and any new trial 3 times more (the cache's sync for the waiting queue, TPE's search space,
-    # TPE's constant liar). Same statements, same transaction shape, same FrozenTrial (tests/test_rdb_reads.py
+    # TPE's constant liar). Same statements, same transaction shape, same FrozenTrial (tests/test_rdb_core.py
     # compares every field with Optuna's own reader).
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -121,6 +121,60 @@ class OwnedRDBStorage(RDBStorage):
             raise KeyError(models.NOT_FOUND_MSG)
         return found
 
+    # Writes a running trial makes (its params, its user and system attributes): Optuna's own statements, each a
+    # trial lookup through the ORM then an insert or an upsert, here in Core with statements compiled once. Same
+    # checks (the trial exists and is not finished; a param's distribution fits the study's), same errors.
+
+    def _set_trial_attr_without_commit(self, session, model_cls, trial_id: int, key: str, value: Any) -> None:
+        import json
+
+        statement = _upsert_statement(
+            session.get_bind().dialect.name, model_cls, ("trial_id", "key"), ("value_json",)
+        )
+        if statement is None:
+            super()._set_trial_attr_without_commit(session, model_cls, trial_id, key, value)
+            return
+        _updatable(self, session, trial_id)
+        session.execute(statement, [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}])
+
+    def _set_trial_param_without_commit(
+        self,
+        session,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution,
+        previous_distribution=None,
+    ) -> None:
+        import sqlalchemy
+        from optuna import distributions
+        from optuna.storages._rdb import models
+
+        study_id = _updatable(self, session, trial_id)
+        if previous_distribution is None:
+            params, trials = models.TrialParamModel.__table__, models.TrialModel.__table__
+            previous = session.execute(
+                sqlalchemy.select(params.c.distribution_json)
+                .join(trials, trials.c.trial_id == params.c.trial_id)
+                .where(trials.c.study_id == study_id, params.c.param_name == param_name)
+                .limit(1)
+            ).scalar()
+            if previous is not None:
+                previous_distribution = distributions.json_to_distribution(previous)
+        if previous_distribution is not None:
+            distributions.check_distribution_compatibility(previous_distribution, distribution)
+        session.execute(
+            sqlalchemy.insert(models.TrialParamModel.__table__),
+            [
+                {
+                    "trial_id": trial_id,
+                    "param_name": param_name,
+                    "param_value": param_value_internal,
+                    "distribution_json": distributions.distribution_to_json(distribution),
+                }
+            ],
+        )
+
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         # The method both RDBStorage.create_new_trial and Optuna's cache in front of it call.
         if template_trial is None:
@@ -132,6 +186,22 @@ class OwnedRDBStorage(RDBStorage):
                 datetime.datetime.now()
             )  # naive local time, as RDBStorage stores its own
         return super()._create_new_trial(study_id, template_trial)
+
+
+def _updatable(storage: RDBStorage, session, trial_id: int) -> int:
+    """The trial's study id; KeyError when there is no such trial, Optuna's UpdateFinishedTrialError when it is
+    finished (what its ``find_or_raise_by_id`` and ``check_trial_is_updatable`` do), in one Core SELECT."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel.__table__
+    row = session.execute(
+        sqlalchemy.select(trials.c.study_id, trials.c.state).where(trials.c.trial_id == trial_id)
+    ).first()
+    if row is None:
+        raise KeyError(models.NOT_FOUND_MSG)
+    storage.check_trial_is_updatable(trial_id, row.state)
+    return row.study_id
 
 
 def _utc_to_local(value):
@@ -405,18 +475,13 @@ def write_trial_end(trial: optuna.Trial, attrs: Mapping[str, Any], values: Mappi
         return
     import json
 
-    import sqlalchemy
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
     trial_id = trial._trial_id
     steps = models.TrialIntermediateValueModel
     with _create_scoped_session(rdb.scoped_session, True) as session:
-        table = models.TrialModel.__table__
-        state = session.execute(sqlalchemy.select(table.c.state).where(table.c.trial_id == trial_id)).scalar()
-        if state is None:
-            raise KeyError(models.NOT_FOUND_MSG)
-        rdb.check_trial_is_updatable(trial_id, state)
+        _updatable(rdb, session, trial_id)
         # One multi-row upsert per table (Optuna's own write: a trial lookup and an upsert per attribute, an ORM
         # object per step). A retry that inherited its original's values has them replaced, as a report would.
         rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]

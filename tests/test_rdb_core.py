@@ -1,9 +1,9 @@
-"""The database storage's trial reader (pipeline.tuning.rdb._read_trials) against Optuna's own.
+"""The database storage's trial reads and writes (pipeline.tuning.rdb.OwnedRDBStorage) against Optuna's own.
 
-OwnedRDBStorage reads trials with SQLAlchemy Core instead of Optuna's ORM models. The oracle is Optuna's reader
-(``RDBStorage.get_trial`` / ``RDBStorage._get_trials``, called on the same storage): every field of every trial,
+OwnedRDBStorage reads and writes trials with SQLAlchemy Core instead of Optuna's ORM models. The oracle is Optuna
+(a plain ``RDBStorage`` on the same database, its readers and writers): every field of every trial,
 in studies that hold every state, every kind of value (inf, -inf, nan), every distribution and nested JSON
-attributes, on SQLite and on the local PostgreSQL, in a time zone other than UTC (the stored datetimes are naive
+attributes, on SQLite, the local PostgreSQL and MariaDB, in a time zone other than UTC (the stored datetimes are naive
 UTC, given back as naive local time).
 """
 
@@ -106,6 +106,14 @@ def _fill(storage, name: str, directions) -> optuna.Study:
     return study
 
 
+def _stock(storage: rdb.OwnedRDBStorage) -> RDBStorage:
+    """Optuna's own storage on the same database: the oracle for every read and write (a method of RDBStorage
+    called on ``storage`` itself would still reach the overridden helpers through ``self``)."""
+    stock = RDBStorage(storage.url)
+    assert type(stock) is RDBStorage
+    return stock
+
+
 @contextlib.contextmanager
 def _mariadb():
     """A fresh database on the local MariaDB/MySQL (skipped when none answers), dropped afterwards."""
@@ -138,15 +146,16 @@ def storage(request, tmp_path):
 
 def test_every_trial_reads_back_as_optunas_own_reader_builds_it(storage):
     assert isinstance(storage, rdb.OwnedRDBStorage)
+    stock = _stock(storage)
     single = _fill(storage, "single", ["minimize"])
     multi = _fill(storage, "multi", ["minimize", "maximize"])
     for study in (single, multi):
-        stored = RDBStorage.get_all_trials(storage, study._study_id, deepcopy=False)
+        stored = stock.get_all_trials(study._study_id, deepcopy=False)
         assert {t.state for t in stored} == set(TrialState)  # the oracle holds every state
         assert len(stored) == 10
         for trial in stored:
             ours = storage.get_trial(trial._trial_id)
-            assert _fields(ours) == _fields(RDBStorage.get_trial(storage, trial._trial_id))
+            assert _fields(ours) == _fields(stock.get_trial(trial._trial_id))
             assert (ours.datetime_start is None) == (ours.state == TrialState.WAITING)
         ids = [t._trial_id for t in stored]
         cases = [
@@ -160,18 +169,21 @@ def test_every_trial_reads_back_as_optunas_own_reader_builds_it(storage):
         ]
         for states, included, greater in cases:
             ours = storage._get_trials(study._study_id, states, included, greater)
-            theirs = RDBStorage._get_trials(storage, study._study_id, states, included, greater)
+            theirs = stock._get_trials(study._study_id, states, included, greater)
             assert [_fields(t) for t in ours] == [_fields(t) for t in theirs], (states, included, greater)
+    stock.engine.dispose()
 
 
 def test_a_missing_trial_or_study_is_a_key_error_as_in_optuna(storage):
     study = optuna.create_study(storage=storage, study_name="one")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
-    for reader in (storage, super(rdb.OwnedRDBStorage, storage)):
+    stock = _stock(storage)
+    for reader in (storage, stock):
         with pytest.raises(KeyError):
             reader.get_trial(10_000)
         with pytest.raises(KeyError):
             reader._get_trials(10_000, None, set(), -1)
+    stock.engine.dispose()
 
 
 def test_a_study_of_more_trials_than_one_in_list_holds_reads_whole(tmp_path):
@@ -225,14 +237,58 @@ def test_a_trials_end_in_one_statement_per_table_reads_as_optunas_own_writes(sto
     sqlalchemy.event.listen(storage.engine, "commit", lambda conn: commits.append(1))
     rdb.write_trial_end(ours, attrs, curve)
     assert len(commits) == 1
+    stock = _stock(storage)
     for key, value in attrs.items():
-        theirs.set_user_attr(key, value)
+        stock.set_trial_user_attr(theirs._trial_id, key, value)
     for step, value in curve.items():
-        theirs.storage.set_trial_intermediate_value(theirs._trial_id, step, value)
-    a, b = (RDBStorage.get_trial(storage, t._trial_id) for t in (ours, theirs))
+        stock.set_trial_intermediate_value(theirs._trial_id, step, value)
+    a, b = (stock.get_trial(t._trial_id) for t in (ours, theirs))
     assert _plain(a.user_attrs) == _plain(b.user_attrs) == _plain({"owner": a.user_attrs["owner"], **attrs})
     assert _plain(a.intermediate_values) == _plain(b.intermediate_values) == _plain(curve)
     study.tell(ours, 0.5)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         rdb.write_trial_end(ours, {"late": 1}, {20: 1.0})
-    assert "late" not in RDBStorage.get_trial(storage, ours._trial_id).user_attrs
+    assert "late" not in stock.get_trial(ours._trial_id).user_attrs
+    stock.engine.dispose()
+
+
+def test_a_running_trials_params_and_attributes_are_written_as_optuna_writes_them(storage):
+    """OwnedRDBStorage's Core writes against Optuna's RDBStorage methods on a twin trial: the same stored trial,
+    and the same refusals (an incompatible distribution, a finished trial, no such trial)."""
+    study = optuna.create_study(storage=storage, study_name="writes")
+    ours, theirs = study.ask(), study.ask()
+    stock = _stock(storage)
+    space = {
+        "lr": (0.01, FloatDistribution(1e-5, 1, log=True)),
+        "batch": (3.0, IntDistribution(1, 9, step=2)),
+        "schedule": (1.0, CategoricalDistribution(["exp", None, True])),
+    }
+    for name, (internal, dist) in space.items():
+        storage.set_trial_param(ours._trial_id, name, internal, dist)
+        stock.set_trial_param(theirs._trial_id, name, internal, dist)
+    for key, value in {"note": "ü", "nested": {"a": [1, None]}, "note2": 1.5}.items():
+        storage.set_trial_user_attr(ours._trial_id, key, value)
+        stock.set_trial_user_attr(theirs._trial_id, key, value)
+        storage.set_trial_system_attr(ours._trial_id, key, value)
+        stock.set_trial_system_attr(theirs._trial_id, key, value)
+    storage.set_trial_user_attr(ours._trial_id, "note", "replaced")
+    stock.set_trial_user_attr(theirs._trial_id, "note", "replaced")
+    a, b = (stock.get_trial(t._trial_id) for t in (ours, theirs))
+    for field in ("params", "distributions", "user_attrs", "system_attrs"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert a.params == {"lr": 0.01, "batch": 3, "schedule": None}
+
+    other = study.ask()
+    for writer in (storage, stock):
+        with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+            writer.set_trial_param(other._trial_id, "lr", 2.0, IntDistribution(1, 9))
+    study.tell(ours, 1.0)
+    for writer in (storage, stock):
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            writer.set_trial_user_attr(ours._trial_id, "late", 1)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            writer.set_trial_param(ours._trial_id, "late", 0.5, FloatDistribution(0, 1))
+        with pytest.raises(KeyError):
+            writer.set_trial_system_attr(10_000, "x", 1)
+    assert "late" not in stock.get_trial(ours._trial_id).user_attrs
+    stock.engine.dispose()
