@@ -75,8 +75,12 @@ MLFLOW_ARTIFACTS ?= $(CURDIR)/mlruns/server-artifacts
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 MLFLOW_ALLOWED_HOSTS ?=
+# MLflow's log-batch holds one connection while it opens a second (params, metrics and tags each take a session of
+# their own): with P connections in a pool, P concurrent curves deadlock it until SQLAlchemy's 30 s pool timeout
+# (measured: 9 of 12 concurrent log-batches failed with a pool of 2 + 2). So POOL + POOL_OVERFLOW must exceed the
+# number of workers: 2 kept open, up to 14 more under load, for up to 15 workers; raise it for more.
 MLFLOW_POOL ?= 2
-MLFLOW_POOL_OVERFLOW ?= 2
+MLFLOW_POOL_OVERFLOW ?= 14
 mlflow-server: $(STAMP) ## MLflow server for many workers: MLFLOW_BACKEND=postgresql://... [MLFLOW_HOST= MLFLOW_PORT= MLFLOW_ALLOWED_HOSTS=]
 	@if [ "$(MLFLOW_HOST)" != 127.0.0.1 ] && [ "$(MLFLOW_HOST)" != localhost ] && [ -z "$(MLFLOW_ALLOWED_HOSTS)" ]; then \
 	  echo "error: MLFLOW_HOST=$(MLFLOW_HOST) opens the server to other machines: set MLFLOW_ALLOWED_HOSTS too," \

@@ -392,10 +392,61 @@ def test_eight_workers_stay_within_k_n_plus_c_connections(tmp_path):
             print(
                 f"\nconnections: peak per worker {per_worker}, MLflow server {server}, total {total_peak[0]}"
             )
-            k, c = rdb.POOL_SIZE, 2 * 4  # README: a worker's pool; the server's CLI + uvicorn, 2 + 2 each
+            pool, overflow = _server_pool()
+            k, c = rdb.POOL_SIZE, 2 * (pool + overflow)  # README: a worker's pool; the server's two pools
             assert max(per_worker) <= k + rdb.POOL_OVERFLOW
             assert server <= c
             assert total_peak[0] <= k * workers + c
+
+
+def _server_pool() -> tuple[int, int]:
+    """`make mlflow-server`'s MLFLOW_POOL and MLFLOW_POOL_OVERFLOW defaults, read from the Makefile."""
+    import re
+
+    from servers import REPO
+
+    text = (REPO / "Makefile").read_text()
+    return tuple(
+        int(re.search(rf"^{name} \?= (\d+)$", text, re.M).group(1))
+        for name in ("MLFLOW_POOL", "MLFLOW_POOL_OVERFLOW")
+    )
+
+
+@pytest.mark.slow
+def test_the_mlflow_server_takes_as_many_curves_at_once_as_its_pool_allows(tmp_path, monkeypatch):
+    """MLflow's log-batch holds one pooled connection while it takes a second: P requests at once on a pool of P
+    deadlock it until SQLAlchemy's 30 s pool timeout (a pool of 2 + 2 failed 9 of 12 such requests here; the
+    CI failure of a stalled log-batch). `make mlflow-server`'s default pool takes the 15 workers README promises
+    it, all finishing a trial at once, every curve answered at the first try (MLflow's client retries off)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+    at_once = 15  # README: "for up to 15 workers"
+    with (
+        databases("mlflowpool") as (db,),
+        mlflow_server(f"{PG}/{db}", tmp_path / "art", log=tmp_path / "s.log") as url,
+    ):
+        client = MlflowClient(url)
+        experiment = client.create_experiment("pool")
+        runs = [client.create_run(experiment).info.run_id for _ in range(at_once)]
+        barrier, errors = threading.Barrier(at_once), []
+
+        def curve(run_id: str) -> None:
+            barrier.wait()
+            try:
+                client.log_batch(run_id, metrics=[Metric("loss", 1.0 / (i + 1), 0, i) for i in range(900)])
+            except Exception as exc:  # the pool's timeout comes back as an MLflow error
+                errors.append(str(exc)[:300])
+
+        threads = [threading.Thread(target=curve, args=(r,)) for r in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert all(len(client.get_metric_history(r, "loss")) == 900 for r in runs)
 
 
 def test_a_new_trial_on_a_database_names_its_owner_in_the_write_that_creates_it(tmp_path):
