@@ -311,9 +311,8 @@ def _children_query():
             (sqlalchemy.cast(table.c[text], String) if enum else table.c[text]).label("t"),
         ).where(table.c.trial_id.in_(ids))
 
-    ids = sqlalchemy.bindparam(
-        "ids", expanding=True
-    )  # one statement, built once: building it cost 1 ms a call
+    # One statement, built once (building it cost 1 ms a call), its ids bound at each execution.
+    ids = sqlalchemy.bindparam("ids", expanding=True)
 
     query = sqlalchemy.union_all(
         part(0, models.TrialParamModel, "param_id", "param_name", None, "param_value", "distribution_json"),
