@@ -428,7 +428,8 @@ def _guarded_insert(model, keys: tuple[str, ...] | None, columns: tuple[str, ...
             index_elements=[table.c[k] for k in keys],
             set_={c: statement.excluded[c] for c in columns if c not in keys},
         )
-    return statement.returning(table.c.trial_id)  # a row when one was written (INSERT's row count is not kept)
+    # a row when one was written (INSERT's row count is not kept)
+    return statement.returning(table.c.trial_id)
 
 
 @functools.cache
