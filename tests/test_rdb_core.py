@@ -292,3 +292,92 @@ def test_a_running_trials_params_and_attributes_are_written_as_optuna_writes_the
             writer.set_trial_system_attr(10_000, "x", 1)
     assert "late" not in stock.get_trial(ours._trial_id).user_attrs
     stock.engine.dispose()
+
+
+def _statements(storage):
+    """A list that grows by one for every statement ``storage``'s engine sends (a context manager)."""
+    sent: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        sent.append(statement)
+
+    @contextlib.contextmanager
+    def counting():
+        sqlalchemy.event.listen(storage.engine, "before_cursor_execute", count)
+        try:
+            yield sent
+        finally:
+            sqlalchemy.event.remove(storage.engine, "before_cursor_execute", count)
+
+    return counting()
+
+
+def _same_as_stored(storage, stock, trial_id: int, kept: bool) -> None:
+    """The trial as this worker reads it equals the trial as Optuna's own reader builds it from the database;
+    read from this worker's copy (no statement) where ``kept``."""
+    with _statements(storage) as sent:
+        ours = storage.get_trial(trial_id)
+    stored = stock.get_trial(trial_id)
+    assert _fields(ours) == _fields(stored)
+    for attrs in ("user_attrs", "system_attrs"):  # with their types: a tuple is stored as a list
+        assert repr(sorted(getattr(ours, attrs).items())) == repr(sorted(getattr(stored, attrs).items()))
+    assert (sent == []) == kept, sent
+
+
+def test_a_workers_own_trial_reads_from_what_it_wrote_as_the_database_gives_it_back(storage):
+    """Trials this worker runs are read from a copy kept as it writes them (PostgreSQL and SQLite): each write is
+    kept as it reads back (tuples as lists, inf, -inf and nan, categorical choices, ints), so at every step, and
+    once finished, the copy equals Optuna's reader on the database, field by field."""
+    keeps = storage.engine.dialect.name in ("postgresql", "sqlite")
+    stock = _stock(storage)
+    study = optuna.create_study(storage=storage, study_name="own")
+    for end in (math.inf, 0.125, -math.inf, "pruned", "fail"):
+        trial = study.ask()
+        _same_as_stored(storage, stock, trial._trial_id, keeps)
+        trial.suggest_float("lr", 1e-5, 10, log=True)
+        trial.suggest_int("layers", 1, 9, step=2)
+        trial.suggest_categorical("schedule", ["exponential", None, True, 3, 2.5])
+        trial.set_user_attr("shape", (1, [2, (3,)], {"k": None}))
+        trial.storage.set_trial_system_attr(trial._trial_id, "nested", {"a": (math.nan, "ü")})
+        for step, point in enumerate([1.0, math.nan, math.inf, -math.inf]):
+            trial.report(point, step)
+        _same_as_stored(storage, stock, trial._trial_id, keeps)
+        rdb.write_trial_end(trial, {"epochs_run": 7, "why": ("a", 1)}, {4: 0.5, 1: 2.0, 9: -math.inf})
+        _same_as_stored(storage, stock, trial._trial_id, keeps)
+        if end == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        elif end == "fail":
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, end)
+        # a trial's end is kept where this pipeline writes it (PostgreSQL); elsewhere Optuna's write sets its time
+        _same_as_stored(storage, stock, trial._trial_id, storage.engine.dialect.name == "postgresql")
+    ours = study.get_trials()
+    assert [_fields(t) for t in ours] == [_fields(t) for t in stock.get_all_trials(study._study_id)]
+    assert [t.state for t in ours] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED, TrialState.FAIL]
+    assert [t.value for t in ours[:3]] == [math.inf, 0.125, -math.inf]
+    stock.engine.dispose()
+
+
+def test_a_trial_another_worker_ends_reads_as_stored_and_refuses_this_workers_writes(storage):
+    """Another worker may end this worker's running trial (the heartbeat's stale check): the study's trials then
+    read it as stored, this worker's next write to it is refused as Optuna refuses it, and it reads FAIL after."""
+    stock = _stock(storage)
+    study = optuna.create_study(storage=storage, study_name="ended")
+    first, second = study.ask(), study.ask()
+    for trial in (first, second):
+        trial.suggest_float("lr", 1e-5, 10, log=True)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING] * 2
+    stock.set_trial_state_values(first._trial_id, TrialState.FAIL)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING]
+    _same_as_stored(storage, stock, first._trial_id, kept=False)
+    stock.set_trial_state_values(second._trial_id, TrialState.FAIL)  # with no read of the study after it
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        second.set_user_attr("late", 1)
+    _same_as_stored(storage, stock, second._trial_id, kept=False)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        second.report(1.0, 3)
+    with pytest.raises(ValueError, match="Cannot tell a FAIL trial"):  # Optuna's own refusal
+        study.tell(second, 1.0)
+    assert "late" not in stock.get_trial(second._trial_id).user_attrs
+    stock.engine.dispose()

@@ -26,8 +26,11 @@ Optuna's ORM (7.2 -> 2.2 ms a trial on PostgreSQL), and writes a running trial's
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
+import json
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +76,8 @@ class OwnedRDBStorage(RDBStorage):
         # open_database retries, a schema it refuses), the engine's pooled connections would stay open on the
         # server until a garbage collection finds the storage's reference cycles: seconds, during which a retry's
         # new engine holds connections too. Closed here, at once.
+        self._own: dict[int, FrozenTrial] = {}
+        self._own_lock = threading.Lock()
         try:
             super().__init__(*args, **kwargs)
         except BaseException:
@@ -80,6 +85,86 @@ class OwnedRDBStorage(RDBStorage):
             if engine is not None:
                 engine.dispose()
             raise
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_own_lock", None)
+        state["_own"] = {}
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._own_lock = threading.Lock()
+
+    # A worker's own trials. A RUNNING trial is written only by the worker that runs it; another worker may only
+    # end it (the heartbeat's stale-trial check, ``repair``'s owner check). So this worker's trials are kept here
+    # as it writes them, each write stored as the reader would give it back (JSON, distributions, the stored
+    # forms of values), and read from here: Optuna reads a trial it runs 3 times and re-reads it among the
+    # study's trials twice more, 10 round trips a trial on their own. Where Optuna reads a study's trials, their
+    # rows are still read from the database, and a copy whose row disagrees (a trial another worker ended) is
+    # dropped and the trial read whole. A write that fails drops the copy too; the next read goes to the
+    # database. A finished trial's copy lives until the study's trials are read once more (Optuna's cache then
+    # keeps it). Optuna 2's cache kept its "owned" trials the same way. On PostgreSQL and SQLite, whose stored
+    # datetimes keep their microseconds (MySQL's DATETIME drops them): a copy reads back equal field by field
+    # (tests/test_rdb_core.py).
+
+    def _keeps_own(self) -> bool:
+        return self.engine.dialect.name in ("postgresql", "sqlite")
+
+    def _own_remember(self, frozen: FrozenTrial) -> None:
+        if frozen.state != optuna.trial.TrialState.RUNNING or not self._keeps_own():
+            return
+        kept = copy.deepcopy(frozen)
+        kept.user_attrs = {k: _json_copy(v) for k, v in kept.user_attrs.items()}
+        kept.system_attrs = {k: _json_copy(v) for k, v in kept.system_attrs.items()}
+        kept.datetime_start = _utc_to_local(_local_to_utc(kept.datetime_start))
+        with self._own_lock:
+            for trial_id in [i for i, t in self._own.items() if t.state.is_finished()]:
+                del self._own[trial_id]  # read by now, or read from the database if not
+            self._own[frozen._trial_id] = kept
+
+    def _own_forget(self, trial_id: int) -> None:
+        with self._own_lock:
+            self._own.pop(trial_id, None)
+
+    def _own_apply(self, trial_id: int, change: Callable[[FrozenTrial], Any]) -> None:
+        with self._own_lock:
+            kept = self._own.get(trial_id)
+            if kept is not None:
+                change(kept)
+
+    @contextlib.contextmanager
+    def _own_write(self, trial_id: int):
+        """Around a write of trial ``trial_id``: yields ``apply(change)``, to call once the write is done; a
+        write that raises drops the trial's copy."""
+        try:
+            yield functools.partial(self._own_apply, trial_id)
+        except BaseException:
+            self._own_forget(trial_id)
+            raise
+
+    def _own_rows(self, rows) -> dict[int, FrozenTrial]:
+        """Copies of the kept trials among ``rows`` (trials-table rows) whose row agrees with the copy; the
+        others are dropped, as are finished ones once given (Optuna's cache keeps them from then on)."""
+        given: dict[int, FrozenTrial] = {}
+        with self._own_lock:
+            if not self._own:
+                return given
+            for r in rows:
+                kept = self._own.get(r.trial_id)
+                if kept is None:
+                    continue
+                if (
+                    r.number == kept.number
+                    and r.state == kept.state
+                    and _utc_to_local(r.datetime_start) == kept.datetime_start
+                    and _utc_to_local(r.datetime_complete) == kept.datetime_complete
+                ):
+                    given[r.trial_id] = copy.deepcopy(kept)
+                    if not kept.state.is_finished():
+                        continue
+                del self._own[r.trial_id]
+        return given
 
     # Transactions. PostgreSQL at its default isolation, READ COMMITTED, gives every statement a snapshot of its
     # own, in a transaction or not: there a read, or a write that is one statement, needs no transaction, and
@@ -120,8 +205,14 @@ class OwnedRDBStorage(RDBStorage):
     def get_trial(self, trial_id: int) -> FrozenTrial:
         from optuna.storages._rdb import models
 
+        with self._own_lock:
+            kept = self._own.get(trial_id)
+            if kept is not None:
+                return copy.deepcopy(kept)
         with self._connect() as conn:
-            found = _read_trials(conn, models.TrialModel.__table__.c.trial_id == trial_id)
+            found = _read_trials(
+                conn, models.TrialModel.__table__.c.trial_id == trial_id, known=self._own_rows
+            )
         if not found:
             raise KeyError(models.NOT_FOUND_MSG)
         return found[0]
@@ -147,7 +238,7 @@ class OwnedRDBStorage(RDBStorage):
                 where, sqlalchemy.or_(trials.c.trial_id.in_(included), newer) if included else newer
             )
         with self._connect() as conn:
-            found = _read_trials(conn, where, study_id=study_id)
+            found = _read_trials(conn, where, study_id=study_id, known=self._own_rows)
         if found is None:
             raise KeyError(models.NOT_FOUND_MSG)
         return found
@@ -193,33 +284,69 @@ class OwnedRDBStorage(RDBStorage):
         distribution,
         previous_distribution=None,
     ) -> None:
+        from optuna import distributions
+
+        with self._own_write(trial_id) as apply:
+            self._write_param(trial_id, param_name, param_value_internal, distribution, previous_distribution)
+            stored = distributions.json_to_distribution(distributions.distribution_to_json(distribution))
+
+            def kept(trial: FrozenTrial) -> None:
+                trial.distributions[param_name] = stored
+                trial.params[param_name] = stored.to_external_repr(param_value_internal)
+
+            apply(kept)
+
+    def _write_param(
+        self, trial_id: int, param_name: str, internal: float, distribution, previous_distribution
+    ) -> None:
         if not self._single_statements():
-            super()._set_trial_param(
-                trial_id, param_name, param_value_internal, distribution, previous_distribution
-            )
+            super()._set_trial_param(trial_id, param_name, internal, distribution, previous_distribution)
             return
         from optuna.storages._rdb import models
 
         if previous_distribution is None:  # the first param of this name this process writes: one read more
             with self._connect() as conn:
-                row = _checked_param(
-                    self, conn, trial_id, param_name, param_value_internal, distribution, None
-                )
+                row = _checked_param(self, conn, trial_id, param_name, internal, distribution, None)
         else:
             row = _checked_param(
-                self, None, trial_id, param_name, param_value_internal, distribution, previous_distribution
+                self, None, trial_id, param_name, internal, distribution, previous_distribution
             )
         self._write_running(trial_id, models.TrialParamModel, None, row)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         from optuna.storages._rdb import models
 
-        self._set_attr(models.TrialUserAttributeModel, trial_id, key, value)
+        with self._own_write(trial_id) as apply:
+            self._set_attr(models.TrialUserAttributeModel, trial_id, key, value)
+            apply(lambda trial: trial.user_attrs.__setitem__(key, _json_copy(value)))
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         from optuna.storages._rdb import models
 
-        self._set_attr(models.TrialSystemAttributeModel, trial_id, key, value)
+        with self._own_write(trial_id) as apply:
+            self._set_attr(models.TrialSystemAttributeModel, trial_id, key, value)
+            apply(lambda trial: trial.system_attrs.__setitem__(key, _json_copy(value)))
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        """Optuna's (a report, when a pruner reads the curve as the trial runs); on PostgreSQL one guarded
+        upsert (:meth:`_write_running`) where Optuna's ORM sends a lookup, a read of the step and a write."""
+        from optuna.storages._rdb import models
+
+        steps = models.TrialIntermediateValueModel
+        with self._own_write(trial_id) as apply:
+            if self._single_statements():
+                stored, kind = steps.intermediate_value_to_stored_repr(intermediate_value)
+                row = {
+                    "trial_id": trial_id,
+                    "step": step,
+                    "intermediate_value": stored,
+                    "intermediate_value_type": kind,
+                }
+                self._write_running(trial_id, steps, ("trial_id", "step"), row)
+            else:
+                super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+            value = _stored_step(intermediate_value)
+            apply(lambda trial: trial.intermediate_values.__setitem__(step, value))
 
     def _set_attr(self, model, trial_id: int, key: str, value: Any) -> None:
         import json
@@ -262,7 +389,11 @@ class OwnedRDBStorage(RDBStorage):
                 datetime.datetime.now()
             )  # naive local time, as RDBStorage stores its own
             if self._single_statements():
-                return self._create_owned_trial(study_id, template_trial)
+                created = self._create_owned_trial(study_id, template_trial)
+            else:
+                created = super()._create_new_trial(study_id, template_trial)
+            self._own_remember(created)
+            return created
         return super()._create_new_trial(study_id, template_trial)
 
     def _create_owned_trial(self, study_id: int, template: FrozenTrial) -> FrozenTrial:
@@ -313,7 +444,30 @@ class OwnedRDBStorage(RDBStorage):
         statements in one transaction where Optuna's ORM sends 5. Same checks, same False (a trial no longer
         WAITING that was to be RUNNING; a conflicting write), same times (now, stored naive UTC)."""
         if not self._single_statements():
+            self._own_forget(trial_id)  # Optuna's own write: its times are not known here
             return super().set_trial_state_values(trial_id, state, values)
+        with self._own_write(trial_id) as apply:
+            done = self._write_state(trial_id, state, values)
+            if done is None:
+                self._own_forget(trial_id)
+                return False
+            kept_values = None if values is None else [_stored_value(v) for v in values]
+
+            def kept(trial: FrozenTrial) -> None:
+                trial.state = state
+                if kept_values is not None:
+                    trial.values = kept_values
+                if state == optuna.trial.TrialState.RUNNING:
+                    trial.datetime_start = done
+                if state.is_finished():
+                    trial.datetime_complete = done
+
+            apply(kept)
+            return True
+
+    def _write_state(self, trial_id: int, state, values):
+        """:meth:`set_trial_state_values` on PostgreSQL: the time written (naive local, as read back), or None
+        where Optuna's returns False."""
         import datetime
 
         import sqlalchemy
@@ -344,7 +498,7 @@ class OwnedRDBStorage(RDBStorage):
                     if rows:
                         _upsert(conn, value_model, rows, ("trial_id", "objective"), ("value", "value_type"))
                 if state == TrialState.RUNNING and row.state != TrialState.WAITING:
-                    return False  # the values stay written, as in Optuna's
+                    return None  # the values stay written, as in Optuna's
                 changes: dict[str, Any] = {"state": state}
                 now = _local_to_utc(datetime.datetime.now())
                 if state == TrialState.RUNNING:
@@ -353,8 +507,8 @@ class OwnedRDBStorage(RDBStorage):
                     changes["datetime_complete"] = now
                 conn.execute(sqlalchemy.update(trials).where(trials.c.trial_id == trial_id).values(**changes))
         except sqlalchemy.exc.IntegrityError:
-            return False
-        return True
+            return None
+        return _utc_to_local(now)
 
 
 def _updatable(storage: RDBStorage, session, trial_id: int) -> int:
@@ -371,6 +525,26 @@ def _updatable(storage: RDBStorage, session, trial_id: int) -> int:
         raise KeyError(models.NOT_FOUND_MSG)
     storage.check_trial_is_updatable(trial_id, row.state)
     return row.study_id
+
+
+def _json_copy(value):
+    """``value`` as its stored JSON reads back (tuples become lists, ...)."""
+    return json.loads(json.dumps(value))
+
+
+def _stored_value(value: float) -> float:
+    """A trial's value as it reads back from its stored form (inf and -inf kept as a type, not a number)."""
+    from optuna.storages._rdb import models
+
+    return models.TrialValueModel.stored_repr_to_value(*models.TrialValueModel.value_to_stored_repr(value))
+
+
+def _stored_step(value: float) -> float:
+    """An intermediate value as it reads back from its stored form (nan, inf and -inf kept as a type)."""
+    from optuna.storages._rdb import models
+
+    steps = models.TrialIntermediateValueModel
+    return steps.stored_repr_to_intermediate_value(*steps.intermediate_value_to_stored_repr(value))
 
 
 def _checked_param(
@@ -500,7 +674,9 @@ def _utc_to_local(value):
     return value.replace(tzinfo=datetime.UTC).astimezone().replace(tzinfo=None)
 
 
-def _read_trials(conn, where, *, study_id: int | None = None) -> list[FrozenTrial] | None:
+def _read_trials(
+    conn, where, *, study_id: int | None = None, known: Callable[[list], dict[int, FrozenTrial]] | None = None
+) -> list[FrozenTrial] | None:
     """The trials matching ``where`` (a condition on Optuna's ``trials`` table), ordered by id, built as Optuna's
     ``RDBStorage._build_frozen_trial_from_trial_model`` builds them, in two SELECTs and no ORM objects: the trials
     (outer-joined to their study when ``study_id`` is given: None when there is no such study), then the rows of
@@ -528,7 +704,8 @@ def _read_trials(conn, where, *, study_id: int | None = None) -> list[FrozenTria
         rows = [r for r in rows if r.trial_id is not None]
     if not rows:
         return []
-    ids = [r.trial_id for r in rows]
+    given = known(rows) if known is not None else {}
+    ids = [r.trial_id for r in rows if r.trial_id not in given]
     children = {i: ([], [], [], [], []) for i in ids}
     for chunk in (ids[i : i + 900] for i in range(0, len(ids), 900)):  # SQLite's oldest limit: 999 variables
         for kind, trial_id, _order, key, number, value, text in conn.execute(
@@ -541,6 +718,9 @@ def _read_trials(conn, where, *, study_id: int | None = None) -> list[FrozenTria
     to_step = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
     out = []
     for r in rows:
+        if r.trial_id in given:
+            out.append(given[r.trial_id])
+            continue
         params, values, user, system, steps = children[r.trial_id]
         trial_values = None
         if values:
@@ -766,7 +946,8 @@ def write_trial_end(trial: optuna.Trial, attrs: Mapping[str, Any], values: Mappi
 
     trial_id = trial._trial_id
     steps = models.TrialIntermediateValueModel
-    with _create_scoped_session(rdb.scoped_session, True) as session:
+    own = rdb._own_write(trial_id) if isinstance(rdb, OwnedRDBStorage) else contextlib.nullcontext()
+    with own, _create_scoped_session(rdb.scoped_session, True) as session:
         _updatable(rdb, session, trial_id)
         # One multi-row upsert per table (Optuna's own write: a trial lookup and an upsert per attribute, an ORM
         # object per step). A retry that inherited its original's values has them replaced, as a report would.
@@ -798,6 +979,17 @@ def write_trial_end(trial: optuna.Trial, attrs: Mapping[str, Any], values: Mappi
                         setattr(existing[row["step"]], column, row[column])
                 else:
                     session.add(steps(**row))
+    if isinstance(
+        rdb, OwnedRDBStorage
+    ):  # committed (the session, inside, ends first; a failure drops the copy)
+        kept_attrs = {k: _json_copy(v) for k, v in attrs.items()}
+        kept_steps = {int(s): _stored_step(float(v)) for s, v in values.items()}
+
+        def kept(frozen: FrozenTrial) -> None:
+            frozen.user_attrs.update(kept_attrs)
+            frozen.intermediate_values.update(kept_steps)
+
+        rdb._own_apply(trial_id, kept)
     cached = trial._cached_frozen_trial
     cached.user_attrs.update(attrs)
     cached.intermediate_values.update({int(s): float(v) for s, v in values.items()})
