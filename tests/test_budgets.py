@@ -255,3 +255,74 @@ def test_the_deadline_cuts_the_running_trial_at_an_epoch_and_prunes_it_in_both_s
     (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.trial_number = '1'")
     assert run.info.status == "KILLED" and run.data.tags["prune_reason"] == "deadline"
     assert "1 cut by a deadline" in cut.stdout
+
+
+# --- the cap with other workers' running trials: dead ones do not hold the study short -----------------------------
+
+
+def _running_trial(study: optuna.Study, owner_text: str) -> optuna.Trial:
+    trial = study.ask()
+    study._storage.set_trial_user_attr(trial._trial_id, "owner", owner_text)  # as the other worker wrote it
+    return trial
+
+
+def _finished(study: optuna.Study, n: int) -> None:
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=n)
+
+
+def _dead_owner() -> str:
+    from pipeline.tuning import owner
+
+    child = subprocess.Popen([PY, "-c", "pass"])
+    child.wait()  # reaped: its pid names no process
+    return f"{owner.host()}:{child.pid}:1"
+
+
+def test_without_heartbeats_a_dead_local_workers_trial_does_not_count_and_a_live_ones_does(tmp_path):
+    from pipeline.tuning import owner
+    from pipeline.tuning.budgets import StudyBudget, settle
+
+    study = optuna.create_study(storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.log"))))
+    _finished(study, 2)
+    budget = StudyBudget(max_trials=3)
+    dead = _running_trial(study, _dead_owner())
+    assert budget.reached(study) is None  # 2 finished; the dead worker's trial will never finish
+    live = _running_trial(study, owner.me())
+    reason, detail = budget.reached(study)
+    assert (reason.value, detail) == ("cap", "2 finished + 1 running or waiting trials, budget.max_trials 3")
+    waits = []
+    assert settle(study, budget, poll=1.0, give_up=lambda: False, sleep=waits.append)[0] == reason
+    assert waits == []  # no heartbeat: a dead worker elsewhere cannot be told from a live one, so no waiting
+    study.enqueue_trial({"x": 0.5})  # a waiting trial is run by a worker that goes on, not counted
+    study.tell(live, state=TrialState.FAIL)
+    assert budget.reached(study) is None
+    assert dead.number == 2
+
+
+def test_with_heartbeats_a_worker_at_the_cap_waits_for_a_dead_workers_trial_and_reopens_the_budget(tmp_path):
+    """Cap 3, 2 finished, 1 running whose worker stopped beating: the cap is reached while it runs; settle waits
+    until its heartbeat is stale (real time, grace 2 s), fails it, queues its retry (same params) and says go on."""
+    from pipeline.tuning import owner, rdb
+    from pipeline.tuning.budgets import StudyBudget, settle
+    from pipeline.tuning.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
+    lines: list[str] = []
+    heartbeat = rdb.Heartbeat(interval=1, grace_period=2)
+    rdb.with_heartbeat(storage, heartbeat, rdb.StaleTrialRetry(heartbeat, None, log=lines.append))
+    study = optuna.create_study(storage=storage, study_name="hb")
+    _finished(study, 2)
+    budget = StudyBudget(max_trials=3)
+    dead = _running_trial(study, owner.me())  # this pid is alive: only the heartbeat can tell it is dead
+    dead.suggest_float("x", 0, 1)
+    study._storage.record_heartbeat(dead._trial_id)  # one beat, then none
+    assert budget.reached(study)[0].value == "cap"
+    assert settle(study, budget, poll=1.0, give_up=lambda: True)[0].value == "cap"  # a signal: no wait
+    assert study.trials[dead.number].state == TrialState.RUNNING
+    assert settle(study, budget, poll=0.5, give_up=lambda: False) is None  # the budget reopened
+    trials = study.trials
+    assert trials[dead.number].state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert retry.system_attrs["failed_trial"] == dead.number and retry.params == trials[dead.number].params
+    assert [line.split(":")[1].strip() for line in lines] == [f"trial {dead.number} heartbeat-stale"]
+    storage.engine.dispose()

@@ -1,11 +1,17 @@
 """The study-wide budget: ``budget.max_trials`` (a cap on finished trials) and ``budget.patience`` (converged).
 
 Both are read from the storage, so they hold across runs (nights) and across workers: every process checks them
-when it starts and after each of its trials. A worker stops when the finished trials plus those still running or
-waiting reach the cap; the others are each in at most one trial at that instant, so N workers finish at most N - 1
-trials past the cap (Optuna's own ``MaxTrialsCallback`` counts finished trials only, and overshoots as much
-routinely). The per-run budget (``trials``, ``timeout``) is Optuna's ``optimize`` arguments plus
-the objective's per-epoch deadline check (:mod:`pipeline.tuning.objective`).
+when it starts and after each of its trials. A worker stops when the finished trials plus those other workers are
+still running reach the cap; the others are each in at most one trial at that instant, so N workers finish at most
+N - 1 trials past the cap (Optuna's own ``MaxTrialsCallback`` counts finished trials only, and overshoots as much
+routinely). A running trial whose worker is known to be dead does not count (its owner process gone from this
+machine, without heartbeats), nor does a waiting one (enqueued, or a dead trial's retry): only a worker that
+starts another trial runs it. With heartbeats on, a worker at the cap waits for the trials others still run
+(:func:`settle`): one whose worker died goes stale, is failed and queued again, and is run, instead of staying
+RUNNING with the study one trial short.
+
+The per-run budget (``trials``, ``timeout``) is Optuna's ``optimize`` arguments plus the objective's per-epoch
+deadline check (:mod:`pipeline.tuning.objective`).
 
 Optuna 5 deprecates ``optuna.terminator``; the rule here is small and says exactly what it measures.
 """
@@ -13,7 +19,9 @@ Optuna 5 deprecates ``optuna.terminator``; the rule here is small and says exact
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -21,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.study.spec import Budget
 from pipeline.summary import StopReason
+from pipeline.tuning import owner
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -72,10 +81,10 @@ class StudyBudget:
             return None
         finished = finished_trials(study)
         if self.max_trials is not None:
-            # Trials other workers are running (or that wait, enqueued) will finish too: counting them stops this
-            # worker when the cap will be met without it, so N workers usually end on the cap exactly. Two workers
-            # that check at the same instant can still each start one more: the overshoot stays <= N - 1.
-            pending = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+            # Trials other workers are running will finish too: counting them stops this worker when the cap will
+            # be met without it, so N workers usually end on the cap exactly. Two workers that check at the same
+            # instant can still each start one more: the overshoot stays <= N - 1.
+            pending = len(running_elsewhere(study))
             if len(finished) + pending >= self.max_trials:
                 counted = f"{len(finished)} finished" + (
                     f" + {pending} running or waiting" if pending else ""
@@ -89,6 +98,51 @@ class StudyBudget:
                     f"{min(v for v in values if v is not None):.6g} over the last {self.patience} finished trials"
                 )
         return None
+
+
+def running_elsewhere(study: optuna.Study) -> list[FrozenTrial]:
+    """The RUNNING trials that count as pending. With heartbeats on, all of them: one whose worker died goes
+    stale, is failed and queued again, and its retry takes its place (:func:`settle`). Without, not those whose
+    owner process is gone from this machine: nothing retries them, and the next start's repair fails them."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running or is_heartbeat_enabled(study._storage):
+        return running
+    return [t for t in running if owner.is_alive(str(t.user_attrs.get("owner", ""))) is not False]
+
+
+def settle(
+    study: optuna.Study,
+    budget: StudyBudget,
+    *,
+    poll: float,
+    give_up: Callable[[], bool],
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[StopReason, str] | None:
+    """:meth:`StudyBudget.reached`, waiting, at the cap, while other workers still run trials: every ``poll``
+    seconds the trials whose heartbeat went stale are failed (Optuna's ``fail_stale_trials``, whose callback
+    queues them again and ends their MLflow runs) and the budget is counted again. A dead worker's trial then
+    reopens the budget, and this worker runs its retry; live workers' trials end and meet the cap. Stops waiting
+    when ``give_up()`` (a signal, the run's deadline). Only with heartbeats on: without them a dead worker on
+    another machine cannot be told from a live one, and the worker stops at once."""
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    reached = budget.reached(study)
+    waits = is_heartbeat_enabled(study._storage)
+    while reached is not None and reached[0] is StopReason.CAP and waits and running_elsewhere(study):
+        for _ in range(max(1, round(poll / 0.2))):  # in steps, to answer a signal at once
+            if give_up():
+                break
+            sleep(0.2)
+        if give_up():
+            break
+        with warnings.catch_warnings():  # experimental in Optuna 5, as the optimize loop's own call is
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
+        reached = budget.reached(study)
+    return reached
 
 
 def _value(trial: FrozenTrial) -> float | None:

@@ -24,7 +24,7 @@ from pipeline.study.experiment import build_model_for, load_study_data
 from pipeline.study.spec import StudySpec
 from pipeline.summary import RunSummary, StopReason, now_utc
 from pipeline.tuning import identity, interrupt, preflight
-from pipeline.tuning.budgets import StudyBudget
+from pipeline.tuning.budgets import StudyBudget, settle
 from pipeline.tuning.commands import resolve_auto_lr
 from pipeline.tuning.objective import Objective
 from pipeline.tuning.repair import repair_study
@@ -287,6 +287,7 @@ def _run_study(
     # capped or converged on an earlier night starts no trial) and after each trial (other workers count too).
     study_budget = StudyBudget.of(spec.budget)
     budget_stop = study_budget.reached(study)
+    poll = heartbeat.interval if heartbeat is not None else 1.0
     first_error: list[str] = []
     failed_here = 0
     stopped: list[int] = []  # the signal that asked the study to stop, if any
@@ -303,7 +304,12 @@ def _run_study(
             _study.stop()
             return
         if budget_stop is None:
-            reached = study_budget.reached(_study)
+
+            def give_up() -> bool:
+                late = objective.deadline is not None and time.monotonic() >= objective.deadline
+                return bool(stopped) or interrupted() or late
+
+            reached = settle(_study, study_budget, poll=poll, give_up=give_up)
             if reached is not None:
                 budget_stop = reached
                 _study.stop()
