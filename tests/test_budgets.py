@@ -326,3 +326,19 @@ def test_with_heartbeats_a_worker_at_the_cap_waits_for_a_dead_workers_trial_and_
     assert retry.system_attrs["failed_trial"] == dead.number and retry.params == trials[dead.number].params
     assert [line.split(":")[1].strip() for line in lines] == [f"trial {dead.number} heartbeat-stale"]
     storage.engine.dispose()
+
+
+def test_a_heartbeat_retry_is_run_even_when_the_cap_is_reached_and_an_enqueued_trial_is_not(tmp_path):
+    """The dead trial counted while it ran, so other workers may have filled the cap meanwhile: its retry is owed
+    to the study (Optuna's failed_trial attribute), a trial someone enqueued is not."""
+    from pipeline.tuning.budgets import StudyBudget
+
+    study = optuna.create_study(storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.log"))))
+    _finished(study, 3)
+    budget = StudyBudget(max_trials=3)
+    study.enqueue_trial({"x": 0.5})
+    assert budget.reached(study)[0].value == "cap"
+    study.enqueue_trial({"x": 0.25}, user_attrs={})
+    retry = study.get_trials(states=(TrialState.WAITING,))[-1]
+    study._storage.set_trial_system_attr(retry._trial_id, "failed_trial", 1)  # as Optuna's retry callback marks it
+    assert budget.reached(study) is None

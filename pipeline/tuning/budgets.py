@@ -6,9 +6,9 @@ still running reach the cap; the others are each in at most one trial at that in
 N - 1 trials past the cap (Optuna's own ``MaxTrialsCallback`` counts finished trials only, and overshoots as much
 routinely). A running trial whose worker is known to be dead does not count (its owner process gone from this
 machine, without heartbeats), nor does a waiting one (enqueued, or a dead trial's retry): only a worker that
-starts another trial runs it. With heartbeats on, a worker at the cap waits for the trials others still run
-(:func:`settle`): one whose worker died goes stale, is failed and queued again, and is run, instead of staying
-RUNNING with the study one trial short.
+starts another trial runs it, and a heartbeat retry is run even at the cap (:func:`retries_waiting`). With
+heartbeats on, a worker at the cap waits for the trials others still run (:func:`settle`): one whose worker died
+goes stale, is failed and queued again, and is run, instead of staying RUNNING with the study one trial short.
 
 The per-run budget (``trials``, ``timeout``) is Optuna's ``optimize`` arguments plus the objective's per-epoch
 deadline check (:mod:`pipeline.tuning.objective`).
@@ -85,7 +85,7 @@ class StudyBudget:
             # be met without it, so N workers usually end on the cap exactly. Two workers that check at the same
             # instant can still each start one more: the overshoot stays <= N - 1.
             pending = len(running_elsewhere(study))
-            if len(finished) + pending >= self.max_trials:
+            if len(finished) + pending >= self.max_trials and not retries_waiting(study):
                 counted = f"{len(finished)} finished" + (
                     f" + {pending} running or waiting" if pending else ""
                 )
@@ -110,6 +110,13 @@ def running_elsewhere(study: optuna.Study) -> list[FrozenTrial]:
     if not running or is_heartbeat_enabled(study._storage):
         return running
     return [t for t in running if owner.is_alive(str(t.user_attrs.get("owner", ""))) is not False]
+
+
+def retries_waiting(study: optuna.Study) -> list[FrozenTrial]:
+    """Heartbeat retries still waiting (Optuna's ``failed_trial`` attribute names the dead trial): owed to the
+    study whatever the cap, since the dead trial counted while it ran, and other workers may have stopped on it."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return [t for t in waiting if "failed_trial" in t.system_attrs]
 
 
 def settle(

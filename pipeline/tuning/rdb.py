@@ -17,10 +17,13 @@ trial it failed: :class:`StaleTrialRetry` queues a retry with the same params (O
 **Round trips** (:func:`write_trial_end`): on a database storage every ``trial.report`` is a transaction (3-4 ms
 on PostgreSQL or SQLite here, against 0.5 ms on a journal file). Where no pruner reads the curve while the trial
 runs, the objective keeps it (:class:`CurveBuffer`) and writes all its points, with the trial's last user
-attributes, in one transaction at the end of the trial: the dashboard draws the same learning curves, from the same
+attributes, in one write at the end of the trial: the dashboard draws the same learning curves, from the same
 intermediate values. A new trial carries its owner from its creation (:class:`OwnedRDBStorage`), and commits do not
 wait for the disk (:func:`tune_engine`). :class:`OwnedRDBStorage` reads trials in two Core statements instead of
-Optuna's ORM (7.2 -> 2.2 ms a trial on PostgreSQL), and writes a running trial's params and attributes in Core.
+Optuna's ORM (7.2 -> 2.2 ms a trial on PostgreSQL), serves a worker's reads of its own trials from what it wrote
+(PostgreSQL, SQLite), and on PostgreSQL sends each lone read and each one-statement write without a transaction
+around it, writes a running trial's params and attributes as one guarded INSERT each, and ends a trial (state and
+values; last attributes and curve) in one statement each.
 """
 
 from __future__ import annotations
@@ -440,14 +443,17 @@ class OwnedRDBStorage(RDBStorage):
         return frozen
 
     def set_trial_state_values(self, trial_id: int, state, values=None) -> bool:
-        """Optuna's (the trial's row locked, its values upserted, its state and times set), in Core: 3
-        statements in one transaction where Optuna's ORM sends 5. Same checks, same False (a trial no longer
-        WAITING that was to be RUNNING; a conflicting write), same times (now, stored naive UTC)."""
+        """Optuna's (the trial's row locked, its values upserted, its state and times set), on PostgreSQL in
+        Core: a trial's end in one statement (:meth:`_end`), any other change in 3 statements in one transaction,
+        where Optuna's ORM sends 5. Same checks, same False (a trial no longer WAITING that was to be RUNNING; a
+        conflicting write), same times (now, stored naive UTC)."""
         if not self._single_statements():
             self._own_forget(trial_id)  # Optuna's own write: its times are not known here
             return super().set_trial_state_values(trial_id, state, values)
         with self._own_write(trial_id) as apply:
-            done = self._write_state(trial_id, state, values)
+            done = self._end(trial_id, state, values) if state.is_finished() else None
+            if done is None:
+                done = self._write_state(trial_id, state, values)
             if done is None:
                 self._own_forget(trial_id)
                 return False
@@ -464,6 +470,55 @@ class OwnedRDBStorage(RDBStorage):
 
             apply(kept)
             return True
+
+    def _end(self, trial_id: int, state, values):
+        """A trial's end on PostgreSQL in one statement (:func:`_end_statement`): its state and time set only
+        where it is not finished (the UPDATE's own check, taken again on a row another transaction changed),
+        its values upserted only then. The time written (naive local, as read back), or None when the trial was
+        not updated; Optuna's KeyError or UpdateFinishedTrialError come from :meth:`_write_state` then."""
+        import datetime
+
+        from optuna.storages._rdb import models
+
+        value_model = models.TrialValueModel
+        stored = [value_model.value_to_stored_repr(v) for v in values or ()]
+        now = _local_to_utc(datetime.datetime.now())
+        params = {
+            "trial_id": trial_id,
+            "state": state.name,
+            "now": now,
+            "objectives": list(range(len(stored))),
+            "values": [value for value, _kind in stored],
+            "kinds": [kind.name for _value, kind in stored],
+        }
+        with self._connect() as conn:
+            if conn.execute(_end_statement(), params).first() is None:
+                return None
+        return _utc_to_local(now)
+
+    def _write_end(self, trial_id: int, attrs: Mapping[str, Any], values: Mapping[int, float]) -> None:
+        """:func:`write_trial_end` on PostgreSQL: one statement (:func:`_trial_end_statement`), written only
+        where the trial exists and is not finished; else Optuna's KeyError or UpdateFinishedTrialError."""
+        from optuna.storages._rdb import models
+
+        steps = models.TrialIntermediateValueModel
+        points = [
+            (int(step), *steps.intermediate_value_to_stored_repr(float(v)))
+            for step, v in sorted(values.items())
+        ]
+        params = {
+            "trial_id": trial_id,
+            "keys": list(attrs),
+            "jsons": [json.dumps(v) for v in attrs.values()],
+            "steps": [step for step, _v, _k in points],
+            "values": [value for _s, value, _k in points],
+            "kinds": [kind.name for _s, _v, kind in points],
+        }
+        with self._connect() as conn:
+            if conn.execute(_trial_end_statement(), params).first() is not None:
+                return
+            _updatable(self, conn, trial_id)
+        raise optuna.exceptions.StorageInternalError(f"trial {trial_id}: its end matched no running trial")
 
     def _write_state(self, trial_id: int, state, values):
         """:meth:`set_trial_state_values` on PostgreSQL: the time written (naive local, as read back), or None
@@ -604,6 +659,59 @@ def _guarded_insert(model, keys: tuple[str, ...] | None, columns: tuple[str, ...
         )
     # a row when one was written (INSERT's row count is not kept)
     return statement.returning(table.c.trial_id)
+
+
+# PostgreSQL statements that write a trial's rows in one round trip: data-modifying WITH clauses, each executed
+# once whether the final SELECT reads it or not, all from one snapshot; rows bound as arrays (unnest), so that one
+# text serves every number of rows and is prepared once by the driver. Table and type names are Optuna's.
+_FINISHED = "('COMPLETE', 'PRUNED', 'FAIL')"
+
+
+@functools.cache
+def _end_statement():
+    import sqlalchemy
+
+    return sqlalchemy.text(f"""
+        WITH ended AS (
+            UPDATE trials SET state = CAST(:state AS trialstate), datetime_complete = :now
+            WHERE trial_id = :trial_id AND state NOT IN {_FINISHED}
+            RETURNING trial_id
+        ), kept AS (
+            INSERT INTO trial_values (trial_id, objective, value, value_type)
+            SELECT ended.trial_id, v.objective, v.value, CAST(v.kind AS trialvaluetype)
+            FROM ended, unnest(CAST(:objectives AS INTEGER[]), CAST(:values AS DOUBLE PRECISION[]),
+                               CAST(:kinds AS TEXT[])) AS v(objective, value, kind)
+            ON CONFLICT (trial_id, objective) DO UPDATE
+                SET value = excluded.value, value_type = excluded.value_type
+            RETURNING 1
+        )
+        SELECT trial_id FROM ended""")
+
+
+@functools.cache
+def _trial_end_statement():
+    import sqlalchemy
+
+    return sqlalchemy.text(f"""
+        WITH running AS (
+            SELECT trial_id FROM trials WHERE trial_id = :trial_id AND state NOT IN {_FINISHED}
+        ), attrs AS (
+            INSERT INTO trial_user_attributes (trial_id, key, value_json)
+            SELECT running.trial_id, a.key, a.value_json
+            FROM running, unnest(CAST(:keys AS VARCHAR[]), CAST(:jsons AS TEXT[])) AS a(key, value_json)
+            ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json
+            RETURNING 1
+        ), points AS (
+            INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type)
+            SELECT running.trial_id, p.step, p.value, CAST(p.kind AS trialintermediatevaluetype)
+            FROM running, unnest(CAST(:steps AS INTEGER[]), CAST(:values AS DOUBLE PRECISION[]),
+                                 CAST(:kinds AS TEXT[])) AS p(step, value, kind)
+            ON CONFLICT (trial_id, step) DO UPDATE
+                SET intermediate_value = excluded.intermediate_value,
+                    intermediate_value_type = excluded.intermediate_value_type
+            RETURNING 1
+        )
+        SELECT trial_id FROM running""")
 
 
 @functools.cache
@@ -921,9 +1029,9 @@ def retry_of(trial: optuna.Trial) -> int | None:
 
 
 def write_trial_end(trial: optuna.Trial, attrs: Mapping[str, Any], values: Mapping[int, float]) -> None:
-    """Write a trial's last user attributes and its kept intermediate values ``{step: value}``: one transaction on a
-    database storage, one append on this project's journal storage (file or Redis); on any other, one
-    ``set_user_attr`` / ``trial.report`` each."""
+    """Write a trial's last user attributes and its kept intermediate values ``{step: value}``: one statement on
+    PostgreSQL, one transaction on another database storage, one append on this project's journal storage (file
+    or Redis); on any other, one ``set_user_attr`` / ``trial.report`` each."""
     from pipeline.tuning.repair import OwnedJournalStorage
 
     if isinstance(trial.storage, OwnedJournalStorage):  # a journal file or Redis: one append
@@ -939,49 +1047,16 @@ def write_trial_end(trial: optuna.Trial, attrs: Mapping[str, Any], values: Mappi
         for step, value in sorted(values.items()):
             trial.report(value, step)
         return
-    import json
-
-    from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
     trial_id = trial._trial_id
-    steps = models.TrialIntermediateValueModel
-    own = rdb._own_write(trial_id) if isinstance(rdb, OwnedRDBStorage) else contextlib.nullcontext()
-    with own, _create_scoped_session(rdb.scoped_session, True) as session:
-        _updatable(rdb, session, trial_id)
-        # One multi-row upsert per table (Optuna's own write: a trial lookup and an upsert per attribute, an ORM
-        # object per step). A retry that inherited its original's values has them replaced, as a report would.
-        rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
-        if rows and not _upsert(
-            session, models.TrialUserAttributeModel, rows, ("trial_id", "key"), ("value_json",)
-        ):
-            for key, value in attrs.items():  # another database: Optuna's own upsert, minus its commit
-                rdb._set_trial_attr_without_commit(
-                    session, models.TrialUserAttributeModel, trial_id, key, value
-                )
-        rows = []
-        for step, value in sorted(values.items()):
-            stored, kind = steps.intermediate_value_to_stored_repr(float(value))
-            rows.append(
-                {
-                    "trial_id": trial_id,
-                    "step": int(step),
-                    "intermediate_value": stored,
-                    "intermediate_value_type": kind,
-                }
-            )
-        columns = ("intermediate_value", "intermediate_value_type")
-        if rows and not _upsert(session, steps, rows, ("trial_id", "step"), columns):
-            existing = {m.step: m for m in session.query(steps).filter(steps.trial_id == trial_id).all()}
-            for row in rows:
-                if row["step"] in existing:
-                    for column in columns:
-                        setattr(existing[row["step"]], column, row[column])
-                else:
-                    session.add(steps(**row))
-    if isinstance(
-        rdb, OwnedRDBStorage
-    ):  # committed (the session, inside, ends first; a failure drops the copy)
+    if isinstance(rdb, OwnedRDBStorage):
+        with rdb._own_write(trial_id):  # a failed write drops this worker's copy of the trial
+            if rdb._single_statements():
+                rdb._write_end(trial_id, attrs, values)
+            else:
+                with _create_scoped_session(rdb.scoped_session, True) as session:
+                    _write_end_in_session(rdb, session, trial_id, attrs, values)
         kept_attrs = {k: _json_copy(v) for k, v in attrs.items()}
         kept_steps = {int(s): _stored_step(float(v)) for s, v in values.items()}
 
@@ -990,9 +1065,49 @@ def write_trial_end(trial: optuna.Trial, attrs: Mapping[str, Any], values: Mappi
             frozen.intermediate_values.update(kept_steps)
 
         rdb._own_apply(trial_id, kept)
+    else:
+        with _create_scoped_session(rdb.scoped_session, True) as session:
+            _write_end_in_session(rdb, session, trial_id, attrs, values)
     cached = trial._cached_frozen_trial
     cached.user_attrs.update(attrs)
     cached.intermediate_values.update({int(s): float(v) for s, v in values.items()})
+
+
+def _write_end_in_session(rdb: RDBStorage, session, trial_id: int, attrs, values) -> None:
+    """:func:`write_trial_end` in one transaction (``session``): the trial looked up, then one multi-row upsert
+    per table (Optuna's own write: a trial lookup and an upsert per attribute, an ORM object per step), or
+    Optuna's own writes where SQLAlchemy has no upsert for the database. A retry that inherited its original's
+    values has them replaced, as a report would."""
+    from optuna.storages._rdb import models
+
+    steps = models.TrialIntermediateValueModel
+    _updatable(rdb, session, trial_id)
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+    if rows and not _upsert(
+        session, models.TrialUserAttributeModel, rows, ("trial_id", "key"), ("value_json",)
+    ):
+        for key, value in attrs.items():  # another database: Optuna's own upsert, minus its commit
+            rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+    rows = []
+    for step, value in sorted(values.items()):
+        stored, kind = steps.intermediate_value_to_stored_repr(float(value))
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "step": int(step),
+                "intermediate_value": stored,
+                "intermediate_value_type": kind,
+            }
+        )
+    columns = ("intermediate_value", "intermediate_value_type")
+    if rows and not _upsert(session, steps, rows, ("trial_id", "step"), columns):
+        existing = {m.step: m for m in session.query(steps).filter(steps.trial_id == trial_id).all()}
+        for row in rows:
+            if row["step"] in existing:
+                for column in columns:
+                    setattr(existing[row["step"]], column, row[column])
+            else:
+                session.add(steps(**row))
 
 
 def _upsert(session, model, rows: list[dict], keys: tuple[str, ...], columns: tuple[str, ...]) -> bool:
