@@ -340,5 +340,7 @@ def test_a_heartbeat_retry_is_run_even_when_the_cap_is_reached_and_an_enqueued_t
     assert budget.reached(study)[0].value == "cap"
     study.enqueue_trial({"x": 0.25}, user_attrs={})
     retry = study.get_trials(states=(TrialState.WAITING,))[-1]
-    study._storage.set_trial_system_attr(retry._trial_id, "failed_trial", 1)  # as Optuna's retry callback marks it
+    study._storage.set_trial_system_attr(
+        retry._trial_id, "failed_trial", 1
+    )  # as Optuna's retry callback marks it
     assert budget.reached(study) is None
