@@ -299,6 +299,7 @@ def test_without_heartbeats_a_dead_local_workers_trial_does_not_count_and_a_live
     assert dead.number == 2
 
 
+@pytest.mark.slow  # waits out a real grace period
 def test_with_heartbeats_a_worker_at_the_cap_waits_for_a_dead_workers_trial_and_reopens_the_budget(tmp_path):
     """Cap 3, 2 finished, 1 running whose worker stopped beating: the cap is reached while it runs; settle waits
     until its heartbeat is stale (real time, grace 2 s), fails it, queues its retry (same params) and says go on."""
