@@ -39,10 +39,9 @@ from pipeline.tuning.rdb_sql import (
     guarded_insert,
     local_to_utc,
     read_trials,
-    study_lock,
+    row_lock,
     trial_end_statement,
     trial_insert,
-    trial_lock,
     updatable,
     upsert,
     upsert_statement,
@@ -394,10 +393,11 @@ class OwnedRDBStorage(RDBStorage):
 
         from optuna.storages._rdb import models
 
+        study_row = row_lock(models.StudyModel, "study_id", "study_id")
         for attempt in range(1, 6):
             try:
                 with self._connect(autocommit=False) as conn, conn.begin():
-                    if conn.execute(study_lock(), {"study_id": study_id}).first() is None:
+                    if conn.execute(study_row, {"study_id": study_id}).first() is None:
                         raise KeyError(models.NOT_FOUND_MSG)
                     created = conn.execute(
                         trial_insert(),
@@ -536,7 +536,9 @@ class OwnedRDBStorage(RDBStorage):
         trials = models.TrialModel.__table__
         try:
             with self._connect(autocommit=False) as conn, conn.begin():
-                row = conn.execute(trial_lock(), {"trial_id": trial_id}).first()
+                row = conn.execute(
+                    row_lock(models.TrialModel, "trial_id", "state"), {"trial_id": trial_id}
+                ).first()
                 if row is None:
                     raise KeyError(models.NOT_FOUND_MSG)
                 self.check_trial_is_updatable(trial_id, row.state)

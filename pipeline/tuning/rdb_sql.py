@@ -114,28 +114,13 @@ def trial_end_statement():
 
 
 @functools.cache
-def study_lock():
+def row_lock(model, key: str, column: str):
+    """``SELECT column FROM model's table WHERE key = :key FOR UPDATE``: a study's or a trial's row locked."""
     import sqlalchemy
-    from optuna.storages._rdb import models
 
-    studies = models.StudyModel.__table__
+    table = model.__table__
     return (
-        sqlalchemy.select(studies.c.study_id)
-        .where(studies.c.study_id == sqlalchemy.bindparam("study_id"))
-        .with_for_update()
-    )
-
-
-@functools.cache
-def trial_lock():
-    import sqlalchemy
-    from optuna.storages._rdb import models
-
-    trials = models.TrialModel.__table__
-    return (
-        sqlalchemy.select(trials.c.state)
-        .where(trials.c.trial_id == sqlalchemy.bindparam("trial_id"))
-        .with_for_update()
+        sqlalchemy.select(table.c[column]).where(table.c[key] == sqlalchemy.bindparam(key)).with_for_update()
     )
 
 
