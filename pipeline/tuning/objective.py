@@ -154,8 +154,9 @@ class Objective:
             past_deadline: list[int] = []
 
             # No pruner reads the curve while the trial runs: its points are kept and written when the trial ends
-            # (_finish), in one transaction on a database storage and one append on a journal, not one write per
-            # report (50 per trial; on a journal shared by workers, each waits for the file's lock).
+            # (_finish), in one write on a database storage (one statement on PostgreSQL) and one append on a
+            # journal, not one write per report (50 per trial; on a journal shared by workers, each waits for the
+            # file's lock).
             self._curve_buffer = None
             if not self.prune_underperforming and (
                 rdb.unwrap(trial.storage) is not None or isinstance(trial.storage, OwnedJournalStorage)
