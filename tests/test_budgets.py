@@ -289,7 +289,7 @@ def test_without_heartbeats_a_dead_local_workers_trial_does_not_count_and_a_live
     assert budget.reached(study) is None  # 2 finished; the dead worker's trial will never finish
     live = _running_trial(study, owner.me())
     reason, detail = budget.reached(study)
-    assert (reason.value, detail) == ("cap", "2 finished + 1 running or waiting trials, budget.max_trials 3")
+    assert (reason.value, detail) == ("cap", "2 finished + 1 running trials, budget.max_trials 3")
     waits = []
     assert settle(study, budget, poll=1.0, give_up=lambda: False, sleep=waits.append)[0] == reason
     assert waits == []  # no heartbeat: a dead worker elsewhere cannot be told from a live one, so no waiting

@@ -86,9 +86,7 @@ class StudyBudget:
             # instant can still each start one more: the overshoot stays <= N - 1.
             pending = len(running_elsewhere(study))
             if len(finished) + pending >= self.max_trials and not retries_waiting(study):
-                counted = f"{len(finished)} finished" + (
-                    f" + {pending} running or waiting" if pending else ""
-                )
+                counted = f"{len(finished)} finished" + (f" + {pending} running" if pending else "")
                 return StopReason.CAP, f"{counted} trials, budget.max_trials {self.max_trials}"
         if self.patience is not None:
             values = [_value(t) for t in finished]

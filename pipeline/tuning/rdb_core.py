@@ -232,8 +232,6 @@ class OwnedRDBStorage(RDBStorage):
     # checks (the trial exists and is not finished; a param's distribution fits the study's), same errors.
 
     def _set_trial_attr_without_commit(self, session, model_cls, trial_id: int, key: str, value: Any) -> None:
-        import json
-
         statement = upsert_statement(
             session.get_bind().dialect.name, model_cls, ("trial_id", "key"), ("value_json",)
         )
@@ -333,8 +331,6 @@ class OwnedRDBStorage(RDBStorage):
             apply(lambda trial: trial.intermediate_values.__setitem__(step, value))
 
     def _set_attr(self, model, trial_id: int, key: str, value: Any) -> None:
-        import json
-
         from optuna.storages._rdb.storage import _create_scoped_session
 
         if not self._single_statements():
@@ -386,8 +382,6 @@ class OwnedRDBStorage(RDBStorage):
         insert; 3 statements in one transaction, where Optuna's ORM sends 7 and reads the trial back after the
         commit. The number is Optuna's (the trials of the study before this one), counted under the lock Optuna
         takes too, so that workers creating trials at once get distinct numbers. Optuna's retries on a deadlock."""
-        import copy
-        import json
         import random
         import time
 

@@ -303,10 +303,15 @@ def _run_study(
     study_budget = StudyBudget.of(spec.budget)
     budget_stop = study_budget.reached(study)
     poll = heartbeat.interval if heartbeat is not None else 1.0
+
     first_error: list[str] = []
     failed_here = 0
     stopped: list[int] = []  # the signal that asked the study to stop, if any
     finished_here = 0  # this process's trials: other workers may add to the study meanwhile
+
+    def give_up() -> bool:  # stop waiting at the cap (budgets.settle): a signal, the run's deadline
+        late = objective.deadline is not None and time.monotonic() >= objective.deadline
+        return bool(stopped) or interrupted() or late
 
     def on_trial_end(_study, trial):
         nonlocal finished_here, failed_here, budget_stop
@@ -319,11 +324,6 @@ def _run_study(
             _study.stop()
             return
         if budget_stop is None:
-
-            def give_up() -> bool:
-                late = objective.deadline is not None and time.monotonic() >= objective.deadline
-                return bool(stopped) or interrupted() or late
-
             reached = settle(_study, study_budget, poll=poll, give_up=give_up)
             if reached is not None:
                 budget_stop = reached
