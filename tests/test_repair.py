@@ -126,13 +126,16 @@ class RecordingTracker:
     def running_trial_runs(self, study_name):
         return self.runs
 
+    def trial_runs(self, study_name, number):
+        return [run for run in self.runs if run.data.tags["trial_number"] == str(number)]
+
     def reconcile_run(self, run, state, reason, params):
         self.calls.append((run.info.run_id, state, reason, params))
 
 
 def run_of(run_id: str, number) -> SimpleNamespace:
     return SimpleNamespace(
-        info=SimpleNamespace(run_id=run_id), data=SimpleNamespace(tags={"trial_number": number})
+        info=SimpleNamespace(run_id=run_id, status="RUNNING"), data=SimpleNamespace(tags={"trial_number": number})
     )
 
 
@@ -168,3 +171,115 @@ def test_runs_left_running_are_closed_with_their_trials_state():
 def test_an_empty_report_says_nothing():
     assert RepairReport().lines() == []
     assert reconcile_runs(optuna.create_study(), None) == {}
+
+
+CLOSE_RUN_AND_WAIT = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    from pipeline.tracking import Tracker
+    from pipeline.tuning.repair import OwnedJournalStorage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = OwnedJournalStorage(JournalFileBackend(sys.argv[1]))
+    study = optuna.load_study(study_name="s", storage=storage)
+    tracker = Tracker("s", tracking_uri=sys.argv[2])
+    trial = study.ask()
+    lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
+    run_id = tracker.start_trial(trial.number, {"lr": lr}, {"study": "s"})
+    tracker.finish_trial(run_id, {"train_loss": np.array([1.0, 0.5])}, {"final_loss": 0.5}, "COMPLETE", {})
+    print(trial.number, flush=True)
+    time.sleep(60)  # killed here: the run FINISHED, Optuna never told the trial's end
+    """
+)
+
+
+class DiesAfterFirstReconcile:
+    """A real tracker whose process 'dies' (an exception nothing catches) right after its first run is closed."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+
+    def __getattr__(self, name):
+        return getattr(self.tracker, name)
+
+    def reconcile_run(self, *args):
+        self.tracker.reconcile_run(*args)
+        raise SystemExit("killed")
+
+
+def test_a_run_finished_by_a_process_killed_before_optuna_recorded_its_trial_is_failed_with_it(tmp_path):
+    """A process closes its run FINISHED and is SIGKILLed before Optuna records the trial's end: the repair fails
+    the trial (owner gone) and sets the run FAILED with it, even when the repair itself dies half-way."""
+    from mlflow import MlflowClient
+
+    from pipeline.tracking import Tracker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal, uri = tmp_path / "optuna.journal", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    open_study(journal)
+    Tracker("s", tracking_uri=uri).close()  # the store exists before the child opens it
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "0"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    client = MlflowClient(tracking_uri=uri)
+
+    def run_status() -> tuple[str, dict]:
+        (run,) = [r for r in client.search_runs([client.get_experiment_by_name("s").experiment_id])
+                  if r.data.tags.get("trial_number") == "0"]  # fmt: skip
+        return run.info.status, run.data.tags
+
+    assert run_status()[0] == "FINISHED"
+    assert open_study(journal).get_trials()[0].state == TrialState.RUNNING
+
+    # A repair that dies right after closing the run: the trial is still RUNNING, with its owner gone.
+    with pytest.raises(SystemExit):
+        repair_study(open_study(journal), DiesAfterFirstReconcile(Tracker("s", tracking_uri=uri)))
+    assert run_status()[0] == "FAILED"
+    assert open_study(journal).get_trials()[0].state == TrialState.RUNNING
+
+    # The next repair fails the trial; the run, FAILED already, is not touched again.
+    report = repair_study(open_study(journal), Tracker("s", tracking_uri=uri))
+    assert report.failed_trials == [0] and report.reconciled_runs == {}
+    (trial,) = open_study(journal).get_trials()
+    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "owner-gone"
+    status, tags = run_status()
+    assert status == "FAILED" and tags["state"] == "FAIL"
+    assert tags["reconciled"].startswith("trial 0 is FAIL in Optuna (owner-gone: its process")
+    assert tags["reconciled"].endswith("the run had ended FINISHED before the trial's end reached Optuna")
+    assert repair_study(open_study(journal), Tracker("s", tracking_uri=uri)).lines() == []
+
+
+def test_without_the_interruption_one_repair_fails_the_trial_and_its_finished_run(tmp_path):
+    """The same kill, one repair: both stores say FAIL, and the report counts the run."""
+    from mlflow import MlflowClient
+
+    from pipeline.tracking import Tracker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal, uri = tmp_path / "optuna.journal", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    open_study(journal)
+    Tracker("s", tracking_uri=uri).close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "0"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    report = repair_study(open_study(journal), Tracker("s", tracking_uri=uri))
+    assert report.failed_trials == [0] and len(report.reconciled_runs) == 1
+    assert report.lines()[1] == "repaired: 1 MLflow run(s) given their trial's state (tag 'reconciled')"
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    (run,) = [r for r in runs if "trial_number" in r.data.tags]  # not the study's parent run
+    assert run.info.status == "FAILED"
+    assert open_study(journal).get_trials()[0].state == TrialState.FAIL

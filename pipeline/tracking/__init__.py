@@ -423,6 +423,16 @@ class Tracker:
             if "trial_number" in run.data.tags and run.data.tags.get("study", study) == study
         ]
 
+    def trial_runs(self, study: str, number: int) -> list[Run]:
+        """The runs of trial ``number`` of ``study``, whatever their status (one query by the ``trial_number`` tag).
+        The repair of a trial whose process died reads them: that process may have ended its run before Optuna
+        recorded the trial's end."""
+        self._check_open("trial_runs")
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.trial_number = '{int(number)}'", max_results=1000
+        )
+        return [run for run in runs if run.data.tags.get("study", study) == study]
+
     def reconcile_run(self, run: Run, state: str, reason: str, params: dict | None = None) -> None:
         """Terminate a run another process left RUNNING: status matching the trial's ``state`` (COMPLETE,
         PRUNED, FAIL), tags ``state`` and ``reconciled`` (why), and the trial's params when the run has none (a

@@ -11,6 +11,9 @@ A process can die between any two writes. What that leaves, and what this module
   (``study``, ``trial_number``), so a run whose process died before the trial recorded its id is found too. Each is
   terminated with the status matching its trial (COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED), a
   ``reconciled`` tag saying why, and the trial's params when the run has none.
+- **An MLflow run FINISHED or KILLED whose trial is RUNNING with its owner gone**: the process died between
+  closing its run and Optuna's record of the trial's end. The run is set FAILED (tag ``reconciled``) before the
+  trial is marked FAIL, so that a repair killed in between leaves the work to the next one.
 - **A journal lock held by a dead process** is cleared with a message when the storage is opened
   (:mod:`pipeline.tuning.journal`).
 
@@ -49,7 +52,7 @@ class RepairReport:
             out.append(f"repaired: trial(s) {numbers} left RUNNING by a process that is gone marked FAIL")
         if self.reconciled_runs:
             out.append(
-                f"repaired: {len(self.reconciled_runs)} MLflow run(s) left RUNNING terminated (tag 'reconciled')"
+                f"repaired: {len(self.reconciled_runs)} MLflow run(s) given their trial's state (tag 'reconciled')"
             )
         return out
 
@@ -120,23 +123,43 @@ def _stale_reason(trial: FrozenTrial, stale_after: float | None, now: datetime.d
     return None
 
 
-def fail_dead_trials(study: optuna.Study, *, stale_after: float | None = None) -> dict[int, str]:
-    """Mark FAIL the RUNNING trials whose owner process is gone (this machine) or older than ``stale_after`` s."""
+def dead_trials(study: optuna.Study, *, stale_after: float | None = None) -> list[tuple[FrozenTrial, str]]:
+    """The RUNNING trials whose owner process is gone (this machine) or older than ``stale_after`` s, and why."""
     now = datetime.datetime.now()
-    failed: dict[int, str] = {}
+    found = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         reason = _stale_reason(t, stale_after, now)
-        if reason is None:
+        if reason is not None:
+            found.append((t, reason))
+    return found
+
+
+def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+    """Mark a dead owner's trial FAIL, with ``fail_reason`` (the reason's first word) and ``error`` (the reason)."""
+    study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason.split(":", 1)[0])
+    study._storage.set_trial_user_attr(trial._trial_id, "error", reason)
+    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def close_runs_of_failed_trial(study: optuna.Study, tracker, number: int, reason: str) -> dict[str, str]:
+    """Terminate FAILED every run of trial ``number`` (failed, or about to be) not FAILED already: RUNNING, or
+    FINISHED or KILLED by a process that died after closing its run and before Optuna recorded the trial's end."""
+    done: dict[str, str] = {}
+    for run in tracker.trial_runs(study.study_name, number):
+        status = run.info.status
+        if status == "FAILED":
             continue
-        study._storage.set_trial_user_attr(t._trial_id, FAIL_REASON, reason.split(":", 1)[0])
-        study._storage.set_trial_user_attr(t._trial_id, "error", reason)
-        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        failed[t.number] = reason
-    return failed
+        why = f"trial {number} is FAIL in Optuna ({reason})"
+        if status != "RUNNING":
+            why += f"; the run had ended {status} before the trial's end reached Optuna"
+        tracker.reconcile_run(run, "FAIL", why[:500], None)
+        done[run.info.run_id] = why
+    return done
 
 
 def reconcile_runs(study: optuna.Study, tracker, *, failed: dict[int, str] | None = None) -> dict[str, str]:
-    """Terminate the study's MLflow runs still RUNNING whose trial is finished or missing (one query).
+    """Terminate the study's MLflow runs still RUNNING whose trial is finished or missing (one query), and every
+    run of the trials in ``failed`` (just failed by the caller) not FAILED already (one query each).
 
     A run whose trial is RUNNING is left alone: its process is alive, or another machine's (the heartbeat or a
     threshold decides those, then this runs again).
@@ -149,7 +172,12 @@ def reconcile_runs(study: optuna.Study, tracker, *, failed: dict[int, str] | Non
     runs = tracker.running_trial_runs(study.study_name)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     done: dict[str, str] = {}
+    for number, why in failed.items():
+        if number in trials and trials[number].state == TrialState.FAIL:
+            done.update(close_runs_of_failed_trial(study, tracker, number, why))
     for run in runs:
+        if run.info.run_id in done:
+            continue
         try:
             number = int(run.data.tags["trial_number"])
         except ValueError:
@@ -176,6 +204,20 @@ def reconcile_runs(study: optuna.Study, tracker, *, failed: dict[int, str] | Non
 
 
 def repair_study(study: optuna.Study, tracker, *, stale_after: float | None = None) -> RepairReport:
-    """Both stores' repair, as done at the start of every run: dead owners' trials FAIL, their runs closed."""
-    failed = fail_dead_trials(study, stale_after=stale_after)
-    return RepairReport(list(failed), reconcile_runs(study, tracker, failed=failed))
+    """Both stores' repair, as done at the start of every run: dead owners' trials FAIL, their runs closed.
+
+    A dead trial's runs are closed before the trial is failed: a process that died between closing its run and
+    Optuna's record of the trial's end left the run FINISHED (or KILLED) and the trial RUNNING, and once the trial
+    is FAIL nothing marks that run out. In this order, a repair killed in between leaves the trial RUNNING with
+    its owner gone, and the next repair does the rest.
+    """
+    failed: dict[int, str] = {}
+    closed: dict[str, str] = {}
+    for trial, reason in dead_trials(study, stale_after=stale_after):
+        if tracker is not None:
+            closed.update(close_runs_of_failed_trial(study, tracker, trial.number, reason))
+        fail_trial(study, trial, reason)
+        failed[trial.number] = reason
+    if tracker is not None:
+        closed.update(reconcile_runs(study, tracker))
+    return RepairReport(list(failed), closed)
