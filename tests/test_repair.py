@@ -189,9 +189,10 @@ CLOSE_RUN_AND_WAIT = textwrap.dedent(
     trial = study.ask()
     lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
     run_id = tracker.start_trial(trial.number, {"lr": lr}, {"study": "s"})
-    tracker.finish_trial(run_id, {"train_loss": np.array([1.0, 0.5])}, {"final_loss": 0.5}, "COMPLETE", {})
+    if sys.argv[3] == "finished":
+        tracker.finish_trial(run_id, {"train_loss": np.array([1.0, 0.5])}, {"final_loss": 0.5}, "COMPLETE", {})
     print(trial.number, flush=True)
-    time.sleep(60)  # killed here: the run FINISHED, Optuna never told the trial's end
+    time.sleep(60)  # killed here: the run FINISHED (or RUNNING, its params in memory), the trial RUNNING
     """
 )
 
@@ -217,12 +218,14 @@ def test_a_run_finished_by_a_process_killed_before_optuna_recorded_its_trial_is_
 
     from pipeline.tracking import Tracker
 
+    run_state = "finished"
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     journal, uri = tmp_path / "optuna.journal", f"sqlite:///{tmp_path / 'mlflow.db'}"
     open_study(journal)
     Tracker("s", tracking_uri=uri).close()  # the store exists before the child opens it
     child = subprocess.Popen(
-        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri, run_state], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
         assert child.stdout.readline().strip() == "0"
@@ -257,8 +260,10 @@ def test_a_run_finished_by_a_process_killed_before_optuna_recorded_its_trial_is_
     assert repair_study(open_study(journal), Tracker("s", tracking_uri=uri)).lines() == []
 
 
-def test_without_the_interruption_one_repair_fails_the_trial_and_its_finished_run(tmp_path):
-    """The same kill, one repair: both stores say FAIL, and the report counts the run."""
+@pytest.mark.parametrize("run_state", ["finished", "running"])
+def test_one_repair_fails_a_killed_trial_and_its_run_finished_or_running(tmp_path, run_state):
+    """The same kill, or one mid-trial (run RUNNING, its params not yet written), one repair: both stores say
+    FAIL, the run has the trial's params, and the report counts the run."""
     from mlflow import MlflowClient
 
     from pipeline.tracking import Tracker
@@ -268,7 +273,7 @@ def test_without_the_interruption_one_repair_fails_the_trial_and_its_finished_ru
     open_study(journal)
     Tracker("s", tracking_uri=uri).close()
     child = subprocess.Popen(
-        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri, run_state], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
         assert child.stdout.readline().strip() == "0"
@@ -282,4 +287,6 @@ def test_without_the_interruption_one_repair_fails_the_trial_and_its_finished_ru
     runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
     (run,) = [r for r in runs if "trial_number" in r.data.tags]  # not the study's parent run
     assert run.info.status == "FAILED"
+    (trial,) = open_study(journal).get_trials()
+    assert float(run.data.params["lr"]) == trial.params["lr"]  # written by the repair when the run was RUNNING
     assert open_study(journal).get_trials()[0].state == TrialState.FAIL

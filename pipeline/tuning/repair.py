@@ -141,9 +141,11 @@ def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
     study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
-def close_runs_of_failed_trial(study: optuna.Study, tracker, number: int, reason: str) -> dict[str, str]:
-    """Terminate FAILED every run of trial ``number`` (failed, or about to be) not FAILED already: RUNNING, or
-    FINISHED or KILLED by a process that died after closing its run and before Optuna recorded the trial's end."""
+def close_runs_of_failed_trial(study: optuna.Study, tracker, trial: FrozenTrial, reason: str) -> dict[str, str]:
+    """Terminate FAILED every run of ``trial`` (failed, or about to be) not FAILED already: RUNNING, or FINISHED
+    or KILLED by a process that died after closing its run and before Optuna recorded the trial's end. A run
+    without params (they wait in memory for the trial's last batch) gets the trial's."""
+    number = trial.number
     done: dict[str, str] = {}
     for run in tracker.trial_runs(study.study_name, number):
         status = run.info.status
@@ -152,7 +154,7 @@ def close_runs_of_failed_trial(study: optuna.Study, tracker, number: int, reason
         why = f"trial {number} is FAIL in Optuna ({reason})"
         if status != "RUNNING":
             why += f"; the run had ended {status} before the trial's end reached Optuna"
-        tracker.reconcile_run(run, "FAIL", why[:500], None)
+        tracker.reconcile_run(run, "FAIL", why[:500], trial.params)
         done[run.info.run_id] = why
     return done
 
@@ -174,7 +176,7 @@ def reconcile_runs(study: optuna.Study, tracker, *, failed: dict[int, str] | Non
     done: dict[str, str] = {}
     for number, why in failed.items():
         if number in trials and trials[number].state == TrialState.FAIL:
-            done.update(close_runs_of_failed_trial(study, tracker, number, why))
+            done.update(close_runs_of_failed_trial(study, tracker, trials[number], why))
     for run in runs:
         if run.info.run_id in done:
             continue
@@ -215,7 +217,7 @@ def repair_study(study: optuna.Study, tracker, *, stale_after: float | None = No
     closed: dict[str, str] = {}
     for trial, reason in dead_trials(study, stale_after=stale_after):
         if tracker is not None:
-            closed.update(close_runs_of_failed_trial(study, tracker, trial.number, reason))
+            closed.update(close_runs_of_failed_trial(study, tracker, trial, reason))
         fail_trial(study, trial, reason)
         failed[trial.number] = reason
     if tracker is not None:
