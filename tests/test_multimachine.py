@@ -345,6 +345,60 @@ def server_artifacts(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
+def _set_tags_at_once(uri: str, barrier, keys: list[str], errors) -> None:
+    """One worker's start: its Tracker (which tags the experiment), then each key set as the others set it."""
+    from pipeline.tracking import Tracker
+
+    try:
+        tracker = Tracker("together", tracking_uri=uri)
+        for key in keys:
+            barrier.wait(timeout=60)
+            tracker.set_experiment_tags({key: os.getpid()})
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which names it
+        errors.put(f"{type(exc).__name__}: {str(exc)[:300]}")
+        barrier.abort()
+
+
+@pytest.mark.slow
+def test_workers_setting_the_same_new_experiment_tag_at_once_all_succeed(tmp_path):
+    """MLflow's store reads an experiment tag, then inserts it when missing: of 8 workers tagging the experiment
+    together (the view, the best trial), some got PostgreSQL's unique-key error and the worker died (1 in 4 runs
+    of the eight-worker test). Real processes, a real PostgreSQL store, each key set by all 8 at one instant."""
+    import multiprocessing
+
+    from mlflow import MlflowClient
+
+    workers, keys = 8, [f"k{i}" for i in range(6)]
+    with databases("tags") as (db,):
+        uri = f"{PG}/{db}"
+        # The store's tables made first, by another process: the parent never opens this store (forked children
+        # would share its connections).
+        made = [
+            sys.executable,
+            "-c",
+            "import sys, mlflow; mlflow.MlflowClient(sys.argv[1]).search_experiments()",
+            uri,
+        ]
+        subprocess.run(made, check=True, env=ENV, capture_output=True)
+        context = multiprocessing.get_context("fork")
+        barrier, errors = context.Barrier(workers), context.Queue()
+        procs = [
+            context.Process(target=_set_tags_at_once, args=(uri, barrier, keys, errors))
+            for _ in range(workers)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=300)
+        found = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+        assert not found, found
+        assert [p.exitcode for p in procs] == [0] * workers
+        pids = {str(p.pid) for p in procs}
+        client = MlflowClient(uri)
+        tags = client.get_experiment_by_name("together").tags
+        assert all(tags[key] in pids for key in keys), tags
+
+
 @pytest.mark.slow
 def test_eight_workers_stay_within_k_n_plus_c_connections(tmp_path):
     """8 workers on the local PostgreSQL through one MLflow server: none refused, connections counted."""

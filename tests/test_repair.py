@@ -135,7 +135,8 @@ class RecordingTracker:
 
 def run_of(run_id: str, number) -> SimpleNamespace:
     return SimpleNamespace(
-        info=SimpleNamespace(run_id=run_id, status="RUNNING"), data=SimpleNamespace(tags={"trial_number": number})
+        info=SimpleNamespace(run_id=run_id, status="RUNNING"),
+        data=SimpleNamespace(tags={"trial_number": number}),
     )
 
 
@@ -225,7 +226,10 @@ def test_a_run_finished_by_a_process_killed_before_optuna_recorded_its_trial_is_
     open_study(journal)
     Tracker("s", tracking_uri=uri).close()  # the store exists before the child opens it
     child = subprocess.Popen(
-        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri, run_state], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri, run_state],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout.readline().strip() == "0"
@@ -273,7 +277,10 @@ def test_one_repair_fails_a_killed_trial_and_its_run_finished_or_running(tmp_pat
     open_study(journal)
     Tracker("s", tracking_uri=uri).close()
     child = subprocess.Popen(
-        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri, run_state], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri, run_state],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout.readline().strip() == "0"
@@ -288,5 +295,7 @@ def test_one_repair_fails_a_killed_trial_and_its_run_finished_or_running(tmp_pat
     (run,) = [r for r in runs if "trial_number" in r.data.tags]  # not the study's parent run
     assert run.info.status == "FAILED"
     (trial,) = open_study(journal).get_trials()
-    assert float(run.data.params["lr"]) == trial.params["lr"]  # written by the repair when the run was RUNNING
+    assert (
+        float(run.data.params["lr"]) == trial.params["lr"]
+    )  # written by the repair when the run was RUNNING
     assert open_study(journal).get_trials()[0].state == TrialState.FAIL

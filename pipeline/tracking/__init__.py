@@ -99,6 +99,16 @@ def _str_items(values: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in (values or {}).items() if v is not None}
 
 
+# The unique-key error of each database MLflow stores in (PostgreSQL, SQLite, MySQL/MariaDB), as MLflow passes it on
+# (its SQL store wraps SQLAlchemy's IntegrityError; a tracking server sends its text back).
+_DUPLICATE_KEY = ("UniqueViolation", "duplicate key value", "UNIQUE constraint failed", "Duplicate entry")
+_TAG_ATTEMPTS = 5
+
+
+def _is_duplicate_key(error: Exception) -> bool:
+    return any(text in str(error) for text in _DUPLICATE_KEY)
+
+
 class Tracker:
     """Log an Optuna study to MLflow: the study is an experiment, each trial a run.
 
@@ -171,8 +181,21 @@ class Tracker:
                 value=self.experiment_name,
             )
         for key, value in tags.items():
-            self.client.set_experiment_tag(experiment.experiment_id, key, value)
+            self._set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
+
+    def _set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        """``set_experiment_tag``, safe when workers set the same new tag at once. MLflow's store reads the tag,
+        then inserts it when missing: of two processes that both found it missing, one gets the database's
+        unique-key error (8 workers starting together hit it). The tag exists then, and trying again updates it."""
+        for attempt in range(_TAG_ATTEMPTS):
+            try:
+                self.client.set_experiment_tag(experiment_id, key, value)
+                return
+            except MlflowException as error:
+                if attempt + 1 == _TAG_ATTEMPTS or not _is_duplicate_key(error):
+                    raise
+                time.sleep(0.01 * (attempt + 1))
 
     def _check_open(self, method: str) -> None:
         if self._closed:
@@ -388,7 +411,7 @@ class Tracker:
             + [_difference_chart()]
             + [_bar_chart(key) for key in metrics],
         }
-        self.client.set_experiment_tag(
+        self._set_experiment_tag(
             self.experiment_id,
             f"mlflow.sharedViewState.{MLFLOW_VIEW_KEY}",
             json.dumps(view, separators=(",", ":")),
@@ -398,7 +421,7 @@ class Tracker:
         """Set (or overwrite) tags on the study's experiment, e.g. the best trial and its learning rate."""
         self._check_open("set_experiment_tags")
         for key, value in _str_items(tags).items():
-            self.client.set_experiment_tag(self.experiment_id, key, value)
+            self._set_experiment_tag(self.experiment_id, key, value)
 
     def fail_run(self, run_id: str, reason: str) -> None:
         """Terminate another process's run as FAILED (a trial its killed worker left RUNNING)."""

@@ -141,7 +141,9 @@ def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
     study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
-def close_runs_of_failed_trial(study: optuna.Study, tracker, trial: FrozenTrial, reason: str) -> dict[str, str]:
+def close_runs_of_failed_trial(
+    study: optuna.Study, tracker, trial: FrozenTrial, reason: str
+) -> dict[str, str]:
     """Terminate FAILED every run of ``trial`` (failed, or about to be) not FAILED already: RUNNING, or FINISHED
     or KILLED by a process that died after closing its run and before Optuna recorded the trial's end. A run
     without params (they wait in memory for the trial's last batch) gets the trial's."""
