@@ -140,7 +140,7 @@ class Tracker:
         # on "Training runs", where runs' curves overlay in charts and params line up for comparison.
         tags = {"mlflow.experimentKind": "custom_model_development", **(tags or {})}
         try:
-            with _creation_lock(root):
+            with _creation_lock(root, self.tracking_uri):
                 db = sqlite_path(self.tracking_uri)
                 if db is not None and (not db.exists() or db.stat().st_size == 0):
                     _create_store_atomically(db, root)

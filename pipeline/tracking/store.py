@@ -1,4 +1,5 @@
-"""The local MLflow sqlite store: where its artifacts go, and its creation (migrated aside, renamed into place)."""
+"""The MLflow store: where a local sqlite store's artifacts go, its creation (migrated aside, renamed into place), and
+the lock that serialises a store's first open (its migrations) across workers: a file lock, or the database's own."""
 
 from __future__ import annotations
 
@@ -21,12 +22,22 @@ def local_artifact_root(tracking_uri: str) -> Path | None:
     return Path(path).resolve().parent / "artifacts"
 
 
+# The lock that serialises opening a database tracking store (PostgreSQL's advisory-lock key space is shared by
+# the whole server; MySQL's lock names by the server): 64 bits of sha256("lr_pipeline.mlflow_store").
+STORE_LOCK_KEY = 0x2C1EE349FAC89C5C
+STORE_LOCK_NAME = "lr_pipeline.mlflow_store"
+STORE_LOCK_WAIT = 120  # seconds a worker waits for another's migrations (MLflow's take 3-5 s here)
+
+
 @contextlib.contextmanager
-def _creation_lock(artifact_root: Path | None):
-    """Serialise opening a local sqlite store across processes: the first open runs MLflow's schema migrations,
-    and two workers starting together would race on them (alembic's "expected to match one row" error)."""
+def _creation_lock(artifact_root: Path | None, tracking_uri: str = ""):
+    """Serialise opening a store across processes: the first open runs MLflow's schema migrations, and two
+    workers starting together race on them. A local sqlite store: alembic's "expected to match one row" error
+    (a file lock next to it). A PostgreSQL or MySQL store: the loser's CREATE TABLE fails on a unique key, 7 of 8
+    workers started at once on an empty database (a lock held by the database for this session)."""
     if artifact_root is None:
-        yield
+        with _database_lock(tracking_uri):
+            yield
         return
     import fcntl
 
@@ -76,3 +87,46 @@ def _create_store_atomically(path: Path, artifact_root: Path) -> None:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+@contextlib.contextmanager
+def _database_lock(tracking_uri: str):
+    """A session-level lock on a PostgreSQL (``pg_advisory_lock``) or MySQL/MariaDB (``GET_LOCK``) tracking store,
+    on a connection of its own, released when the block ends or the process dies; nothing for other stores. When
+    the connection or the lock cannot be had (within ``STORE_LOCK_WAIT``), the block runs without it: MLflow's
+    own open then reports what is wrong, or races as it did before."""
+    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in ("postgresql", "postgres", "mysql", "mariadb"):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    if scheme.startswith("postgres"):
+        statements = [
+            (f"SET lock_timeout = '{STORE_LOCK_WAIT}s'", {}),
+            ("SELECT pg_advisory_lock(:k)", {"k": STORE_LOCK_KEY}),
+        ]
+        unlock = ("SELECT pg_advisory_unlock(:k)", {"k": STORE_LOCK_KEY})
+    else:
+        statements = [("SELECT GET_LOCK(:n, :w)", {"n": STORE_LOCK_NAME, "w": STORE_LOCK_WAIT})]
+        unlock = ("SELECT RELEASE_LOCK(:n)", {"n": STORE_LOCK_NAME})
+    engine = connection = None
+    try:
+        engine = sqlalchemy.create_engine(tracking_uri, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        connection = engine.connect()
+        for sql, params in statements:
+            connection.execute(sqlalchemy.text(sql), params)
+    except Exception:  # noqa: BLE001 - no lock; see above
+        if connection is not None:
+            connection.close()
+        connection = None
+    try:
+        yield
+        if connection is not None:
+            connection.execute(sqlalchemy.text(unlock[0]), unlock[1])
+    finally:
+        if connection is not None:
+            connection.close()
+        if engine is not None:
+            engine.dispose()
