@@ -363,9 +363,10 @@ def _set_tags_at_once(uri: str, barrier, keys: list[str], errors) -> None:
 @pytest.mark.parametrize("store", ["made first", "made by the workers"])
 def test_workers_opening_one_mlflow_database_and_tagging_it_at_once_all_succeed(tmp_path, store):
     """8 workers start together on one PostgreSQL tracking store, real processes. MLflow's store reads an
-    experiment tag, then inserts it when missing: some got PostgreSQL's unique-key error and died (1 in 4 runs of
-    the eight-worker test). On an empty database, the first open runs MLflow's migrations: 7 of 8 workers started
-    at once failed on a unique key of the tables they all created. Each key here is set by all 8 at one instant."""
+    experiment tag, then inserts it when missing: some got PostgreSQL's unique-key error and died (2 of 7 runs of
+    the eight-worker test with other files). On an empty database, the first open runs MLflow's migrations: 7 of 8
+    workers started at once failed on a unique key of the tables they all created. Each key here is set by all 8
+    at one instant."""
     import multiprocessing
 
     from mlflow import MlflowClient
