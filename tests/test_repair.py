@@ -198,6 +198,29 @@ CLOSE_RUN_AND_WAIT = textwrap.dedent(
 )
 
 
+def killed_after_its_run(tmp_path: Path, run_state: str) -> tuple[Path, str]:
+    """A journal and an MLflow sqlite store where a child asked trial 0, started its run (and closed it FINISHED
+    when ``run_state`` is "finished"), then was SIGKILLed before Optuna recorded the trial's end."""
+    from pipeline.tracking import Tracker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal, uri = tmp_path / "optuna.journal", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    open_study(journal)
+    Tracker("s", tracking_uri=uri).close()  # the store exists before the child opens it
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri, run_state],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "0"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    return journal, uri
+
+
 class DiesAfterFirstReconcile:
     """A real tracker whose process 'dies' (an exception nothing catches) right after its first run is closed."""
 
@@ -219,23 +242,7 @@ def test_a_run_finished_by_a_process_killed_before_optuna_recorded_its_trial_is_
 
     from pipeline.tracking import Tracker
 
-    run_state = "finished"
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    journal, uri = tmp_path / "optuna.journal", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    open_study(journal)
-    Tracker("s", tracking_uri=uri).close()  # the store exists before the child opens it
-    child = subprocess.Popen(
-        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri, run_state],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout.readline().strip() == "0"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    journal, uri = killed_after_its_run(tmp_path, "finished")
     client = MlflowClient(tracking_uri=uri)
 
     def run_status() -> tuple[str, dict]:
@@ -272,21 +279,7 @@ def test_one_repair_fails_a_killed_trial_and_its_run_finished_or_running(tmp_pat
 
     from pipeline.tracking import Tracker
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    journal, uri = tmp_path / "optuna.journal", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    open_study(journal)
-    Tracker("s", tracking_uri=uri).close()
-    child = subprocess.Popen(
-        [sys.executable, "-c", CLOSE_RUN_AND_WAIT, str(journal), uri, run_state],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout.readline().strip() == "0"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    journal, uri = killed_after_its_run(tmp_path, run_state)
     report = repair_study(open_study(journal), Tracker("s", tracking_uri=uri))
     assert report.failed_trials == [0] and len(report.reconciled_runs) == 1
     assert report.lines()[1] == "repaired: 1 MLflow run(s) given their trial's state (tag 'reconciled')"
@@ -295,7 +288,6 @@ def test_one_repair_fails_a_killed_trial_and_its_run_finished_or_running(tmp_pat
     (run,) = [r for r in runs if "trial_number" in r.data.tags]  # not the study's parent run
     assert run.info.status == "FAILED"
     (trial,) = open_study(journal).get_trials()
-    assert (
-        float(run.data.params["lr"]) == trial.params["lr"]
-    )  # written by the repair when the run was RUNNING
+    # written by the repair when the run was RUNNING
+    assert float(run.data.params["lr"]) == trial.params["lr"]
     assert open_study(journal).get_trials()[0].state == TrialState.FAIL
